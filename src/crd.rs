@@ -1,0 +1,358 @@
+//! The `LiteLLMUser` custom resource: what users write (`spec`) and what the operator reports (`status`).
+//!
+//! Doc comments on fields are the text `kubectl explain litellmuser.spec` shows, so they are written for the
+//! people who write manifests. Validation lives in the schema (via `schemars` attributes and CEL rules) so
+//! that the API server refuses bad input before it ever reaches LiteLLM.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the operator's resources.
+pub const GROUP: &str = "litellm-operator.io";
+
+/// A user of a LiteLLM proxy, kept in sync with the proxy's internal user table by litellm-operator.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "litellm-operator.io",
+    version = "v1alpha1",
+    kind = "LiteLLMUser",
+    plural = "litellmusers",
+    shortname = "llmuser",
+    category = "litellm",
+    namespaced,
+    status = "LiteLLMUserStatus",
+    doc = "A LiteLLM proxy user and its API key, managed by litellm-operator.",
+    printcolumn = r#"{"name":"User ID","type":"string","jsonPath":".status.userId"}"#,
+    printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.userRole"}"#,
+    printcolumn = r#"{"name":"Spend","type":"number","jsonPath":".status.spend"}"#,
+    printcolumn = r#"{"name":"Max Budget","type":"number","jsonPath":".spec.maxBudget"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("has(self.userId) == has(oldSelf.userId)").message("userId cannot be added or removed after creation; create a new LiteLLMUser instead").reason(kube::core::Reason::FieldValueForbidden))]
+#[serde(rename_all = "camelCase")]
+pub struct LiteLLMUserSpec {
+    /// The LiteLLM user id. Immutable. When omitted, the operator uses `<namespace>.<name>` and records it in
+    /// `status.userId`.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("userId is immutable").reason(kube::core::Reason::FieldValueInvalid))]
+    #[schemars(length(min = 1, max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+
+    /// A human-readable name shown in the LiteLLM admin UI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_alias: Option<String>,
+
+    /// The user's e-mail address. LiteLLM refuses an address that another user already has.
+    #[schemars(length(min = 3, max = 320), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_email: Option<String>,
+
+    /// The user's role on the proxy: `proxy_admin`, `proxy_admin_viewer`, `internal_user` or
+    /// `internal_user_viewer`. When omitted, LiteLLM applies its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_role: Option<UserRole>,
+
+    /// Ids of LiteLLM teams the user is a member of. The teams must already exist on the proxy. When omitted,
+    /// team membership is left as it is; an empty list removes the user from every team.
+    #[schemars(length(max = 100))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<Vec<String>>,
+
+    /// The most the user may spend, in USD, per budget period (see `budgetDuration`); requests beyond it are
+    /// refused by the proxy.
+    #[schemars(range(min = 0.0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<f64>,
+
+    /// A budget in USD past which LiteLLM sends alerts without refusing requests. Applied when the user is
+    /// created; LiteLLM does not store it on the user, so later changes are not sent.
+    #[schemars(range(min = 0.0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_budget: Option<f64>,
+
+    /// How often spend is reset to zero: a positive number and a unit, `s` (seconds), `m` (minutes), `h`
+    /// (hours), `d` (days), `w` (weeks) or `mo` (months), for example `30d` or `1mo`.
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w|mo)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_duration: Option<String>,
+
+    /// Names of the models the user may call. An empty list means every model; `["no-default-models"]` means
+    /// only models granted through teams.
+    #[schemars(length(max = 1000))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+
+    /// Tokens per minute the user may use, across all models.
+    #[schemars(range(min = 0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_limit: Option<i64>,
+
+    /// Requests per minute the user may make, across all models.
+    #[schemars(range(min = 0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm_limit: Option<i64>,
+
+    /// How many requests of the user may run at the same time.
+    #[schemars(range(min = 0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<i64>,
+
+    /// Budgets per model, keyed by model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_max_budget: Option<BTreeMap<String, ModelBudget>>,
+
+    /// Requests per minute per model, keyed by model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_rpm_limit: Option<BTreeMap<String, NonNegativeInt>>,
+
+    /// Tokens per minute per model, keyed by model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_tpm_limit: Option<BTreeMap<String, NonNegativeInt>>,
+
+    /// Model aliases for the user's API key: requests for the key (alias) are served by the value (model).
+    /// Applied to the key the operator creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<BTreeMap<String, String>>,
+
+    /// Free-form metadata stored on the LiteLLM user. The operator adds one key of its own,
+    /// `litellm-operator`, to mark users it manages.
+    #[schemars(schema_with = "free_form_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, serde_json::Value>>,
+
+    /// Cache-control values the user may send, for example `no-cache` or `no-store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_cache_controls: Option<Vec<String>>,
+
+    /// The user's id in the single sign-on provider. LiteLLM requires it to be unique.
+    #[schemars(length(min = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_user_id: Option<String>,
+
+    /// Access to objects other than models: vector stores and MCP servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_permission: Option<ObjectPermission>,
+
+    /// Ask LiteLLM to send an invitation e-mail when it creates the user (needs e-mail set up on the proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_invite_email: Option<bool>,
+
+    /// The user's API key, which the operator creates and writes into a Secret.
+    #[serde(default)]
+    pub key: KeySpec,
+
+    /// What happens to the LiteLLM user when this resource is deleted: `Delete` (the default) deletes the user
+    /// and all its keys; `Retain` leaves them on the proxy.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Take over a LiteLLM user with this id that already exists and is not managed by another LiteLLMUser.
+    /// Without it, such a user is left untouched and the resource reports `Ready=False` with reason
+    /// `UserExists`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+}
+
+/// A role LiteLLM accepts for a user.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    ProxyAdmin,
+    ProxyAdminViewer,
+    InternalUser,
+    InternalUserViewer,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::ProxyAdmin => "proxy_admin",
+            UserRole::ProxyAdminViewer => "proxy_admin_viewer",
+            UserRole::InternalUser => "internal_user",
+            UserRole::InternalUserViewer => "internal_user_viewer",
+        }
+    }
+}
+
+/// A budget for one model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelBudget {
+    /// The most the user may spend on this model, in USD, per `timePeriod`.
+    #[schemars(range(min = 0.0))]
+    pub budget_limit: f64,
+    /// How often this model's spend is reset, for example `1d` or `30d`.
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w|mo)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_period: Option<String>,
+}
+
+/// A non-negative integer (a wrapper so maps of limits get a `minimum` in the schema).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(transparent)]
+pub struct NonNegativeInt(#[schemars(range(min = 0))] pub i64);
+
+/// Access to vector stores and MCP servers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectPermission {
+    /// Ids of vector stores the user may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_stores: Option<Vec<String>>,
+    /// Ids of MCP servers the user may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<String>>,
+    /// MCP access groups the user belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_access_groups: Option<Vec<String>>,
+}
+
+/// How the user's API key is delivered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySpec {
+    /// Create an API key for the user and keep it in a Secret. Default `true`. When `false`, the operator
+    /// neither creates nor deletes keys of this user.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Name of the Secret that receives the key, in the resource's namespace. Default `<name>-litellm-key`.
+    /// The Secret holds `LITELLM_API_KEY` (the key) and `LITELLM_USER_ID`, ready for `envFrom`. Deleting the
+    /// Secret makes the operator issue a new key and revoke the old one.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        KeySpec { enabled: true, secret_name: None }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What happens to the LiteLLM user when the resource is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the LiteLLM user and its keys.
+    #[default]
+    Delete,
+    /// Keep the LiteLLM user and its keys on the proxy.
+    Retain,
+}
+
+/// What the operator observed, written by the operator only.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiteLLMUserStatus {
+    /// The LiteLLM user id this resource manages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Name of the Secret holding the user's API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_name: Option<String>,
+    /// LiteLLM's id of the key (the SHA-256 hash of the key, not the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    /// What the user has spent in the current budget period, in USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<f64>,
+    /// The budget LiteLLM enforces for the user, in USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<f64>,
+    /// When LiteLLM next resets the user's spend (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_reset_at: Option<String>,
+    /// Usage over the last days, from LiteLLM's daily activity records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageSummary>,
+    /// When the operator last found the proxy different from this status and brought them together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// LiteLLM fields the operator has set from the spec; a field that leaves the spec is cleared on the proxy
+    /// where LiteLLM allows it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_fields: Vec<String>,
+    /// `Ready`, `Reconciling` and `Stalled`, as GitOps tools (kstatus, Argo CD, Flux) read them.
+    #[schemars(schema_with = "conditions_schema")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Spend, tokens and requests over a recent window.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSummary {
+    /// Length of the window in days, ending today (UTC).
+    pub window_days: i64,
+    /// Spend in USD over the window.
+    pub spend: f64,
+    /// Prompt and completion tokens over the window.
+    pub total_tokens: i64,
+    /// API requests over the window.
+    pub requests: i64,
+}
+
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    serde_json::from_value(serde_json::json!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "properties": {
+                "lastTransitionTime": { "format": "date-time", "type": "string" },
+                "message": { "type": "string" },
+                "observedGeneration": { "type": "integer", "format": "int64", "minimum": 0 },
+                "reason": { "type": "string" },
+                "status": { "type": "string", "enum": ["True", "False", "Unknown"] },
+                "type": { "type": "string" }
+            },
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"]
+        }
+    }))
+    .unwrap_or_default()
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    serde_json::from_value(serde_json::json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    }))
+    .unwrap_or_default()
+}
+
+impl LiteLLMUser {
+    /// The LiteLLM user id: `spec.userId`, or `<namespace>.<name>`. Namespaces cannot contain dots, so the
+    /// derived id is unique per resource and survives re-creation of the resource.
+    pub fn litellm_user_id(&self) -> String {
+        match &self.spec.user_id {
+            Some(id) => id.clone(),
+            None => derive_user_id(self.metadata.namespace.as_deref().unwrap_or_default(), &self.name_any_ref()),
+        }
+    }
+
+    /// Name of the Secret for the key.
+    pub fn key_secret_name(&self) -> String {
+        self.spec.key.secret_name.clone().unwrap_or_else(|| format!("{}-litellm-key", self.name_any_ref()))
+    }
+
+    fn name_any_ref(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
+    }
+}
+
+/// The user id for a resource without `spec.userId`.
+pub fn derive_user_id(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}

@@ -1,0 +1,6 @@
+//! litellm-operator: keeps LiteLLM proxy users equal to `LiteLLMUser` resources.
+
+pub mod crd;
+pub mod litellm;
+pub mod operator;
+pub mod reconcile;

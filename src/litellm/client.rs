@@ -1,0 +1,213 @@
+use std::{fmt, path::PathBuf, time::Duration};
+
+use reqwest::{Method, StatusCode, header};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::{
+    error::{ApiError, error_message},
+    types::{ActivityTotals, KeyRecord, UserInfo, UserListPage, UserRecord},
+};
+
+/// The proxy's master key. Its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct MasterKey(String);
+
+impl MasterKey {
+    pub fn new(value: impl Into<String>) -> Self {
+        MasterKey(value.into().trim().to_owned())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(***)")
+    }
+}
+
+/// How to reach the proxy.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub base_url: Url,
+    pub master_key: MasterKey,
+    /// PEM file with extra CA certificates to trust for an HTTPS proxy URL.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// A client for LiteLLM's admin API, authenticated with the master key.
+#[derive(Clone, Debug)]
+pub struct LiteLlmClient {
+    http: reqwest::Client,
+    base_url: Url,
+    master_key: MasterKey,
+}
+
+/// Result of `POST /user/new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// Newer proxies answer 409 when the id (or e-mail) is taken.
+    Conflict,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("cannot read CA file {path}: {source}")]
+    ReadCa { path: PathBuf, source: std::io::Error },
+    #[error("CA file {path} holds no usable PEM certificate: {source}")]
+    ParseCa { path: PathBuf, source: reqwest::Error },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
+
+impl LiteLlmClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ClientBuildError> {
+        // rustls needs a process-wide crypto provider; a second install is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("litellm-operator/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|source| ClientBuildError::ReadCa { path: path.clone(), source })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|source| ClientBuildError::ParseCa { path: path.clone(), source })?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(ClientBuildError::Build)?;
+        let mut base_url = config.base_url;
+        // Url::join drops the last path segment unless the base ends with '/'.
+        if !base_url.path().ends_with('/') {
+            base_url.set_path(&format!("{}/", base_url.path()));
+        }
+        Ok(LiteLlmClient { http, base_url, master_key: config.master_key })
+    }
+
+    /// `GET /user/info`: the user row and its keys, or `None` when there is no such user (404 on newer proxies,
+    /// a stub without `user_id` on older ones).
+    pub async fn user_info(&self, user_id: &str) -> Result<Option<(UserRecord, Vec<KeyRecord>)>, ApiError> {
+        const EP: &str = "/user/info";
+        match self.call(EP, Method::GET, &[("user_id", user_id)], None).await {
+            Ok(body) => Ok(parse::<UserInfo>(EP, &body)?.into_record()),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `POST /user/new`.
+    pub async fn user_new(&self, body: &Value) -> Result<Created, ApiError> {
+        match self.call("/user/new", Method::POST, &[], Some(body)).await {
+            Ok(_) => Ok(Created::Created),
+            Err(err) if err.status() == Some(409) => Ok(Created::Conflict),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `POST /user/update`; returns the row as stored afterwards. LiteLLM creates a missing user here, so only
+    /// call it for a user that was just seen.
+    pub async fn user_update(&self, body: &Value) -> Result<Option<UserRecord>, ApiError> {
+        const EP: &str = "/user/update";
+        let body = self.call(EP, Method::POST, &[], Some(body)).await?;
+        let value: Value = parse(EP, &body)?;
+        Ok(value.get("data").and_then(|data| serde_json::from_value(data.clone()).ok()))
+    }
+
+    /// `POST /user/delete`, which also deletes the user's keys. `Ok(false)` when the user did not exist.
+    pub async fn user_delete(&self, user_id: &str) -> Result<bool, ApiError> {
+        match self.call("/user/delete", Method::POST, &[], Some(&json!({ "user_ids": [user_id] }))).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.status() == Some(404) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `GET /user/list`, one page, optionally only the given ids.
+    pub async fn user_list(&self, page: i64, page_size: i64) -> Result<UserListPage, ApiError> {
+        const EP: &str = "/user/list";
+        let (page, page_size) = (page.to_string(), page_size.to_string());
+        let body = self.call(EP, Method::GET, &[("page", &page), ("page_size", &page_size)], None).await?;
+        parse(EP, &body)
+    }
+
+    /// `POST /key/generate` with a key value chosen by the operator. Re-sending the same key is a no-op on the
+    /// proxy, which makes this call safe to retry.
+    pub async fn key_register(&self, user_id: &str, key: &str, extra: &Value) -> Result<(), ApiError> {
+        let mut body = json!({ "user_id": user_id, "key": key });
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        self.call("/key/generate", Method::POST, &[], Some(&body)).await.map(drop)
+    }
+
+    /// `POST /key/delete` by key hash; keys that are already gone are fine.
+    pub async fn key_delete(&self, hashes: &[String]) -> Result<(), ApiError> {
+        match self.call("/key/delete", Method::POST, &[], Some(&json!({ "keys": hashes }))).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.status() == Some(404) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `POST /team/member_add` as a plain member.
+    pub async fn team_member_add(&self, team_id: &str, user_id: &str) -> Result<(), ApiError> {
+        let body = json!({ "team_id": team_id, "member": { "role": "user", "user_id": user_id } });
+        self.call("/team/member_add", Method::POST, &[], Some(&body)).await.map(drop)
+    }
+
+    /// `POST /team/member_delete`.
+    pub async fn team_member_delete(&self, team_id: &str, user_id: &str) -> Result<(), ApiError> {
+        let body = json!({ "team_id": team_id, "user_id": user_id });
+        self.call("/team/member_delete", Method::POST, &[], Some(&body)).await.map(drop)
+    }
+
+    /// `GET /user/daily/activity` totals for one user between two dates (`YYYY-MM-DD`, inclusive).
+    pub async fn daily_activity(&self, user_id: &str, start: &str, end: &str) -> Result<ActivityTotals, ApiError> {
+        const EP: &str = "/user/daily/activity";
+        let query = [("user_id", user_id), ("start_date", start), ("end_date", end), ("page_size", "1000")];
+        let body = self.call(EP, Method::GET, &query, None).await?;
+        let value: Value = parse(EP, &body)?;
+        Ok(value.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default())
+    }
+
+    async fn call(&self, endpoint: &'static str, method: Method, query: &[(&str, &str)], body: Option<&Value>) -> Result<String, ApiError> {
+        let url = self
+            .base_url
+            .join(endpoint.trim_start_matches('/'))
+            .map_err(|err| ApiError::Transport { endpoint, reason: err.to_string() })?;
+        let mut request = self.http.request(method, url).bearer_auth(&self.master_key.0).query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|err| ApiError::transport(endpoint, &err))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.map_err(|err| ApiError::transport(endpoint, &err))?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let message = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // LiteLLM echoes parts of the presented key in some versions; say only what matters.
+            "the master key was refused".to_owned()
+        } else {
+            error_message(&text)
+        };
+        Err(ApiError::Status { endpoint, status: status.as_u16(), message, retry_after })
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(endpoint: &'static str, body: &str) -> Result<T, ApiError> {
+    serde_json::from_str(body).map_err(|err| ApiError::Decode { endpoint, reason: err.to_string() })
+}

@@ -1,0 +1,13 @@
+//! The LiteLLM proxy's admin API, as the operator uses it.
+//!
+//! One HTTP client, one place that turns HTTP answers into typed results. LiteLLM's answers differ between
+//! versions (see `shared/reference/litellm-user-api.md`), so this module branches on HTTP status only, never on
+//! message text, and parses bodies leniently.
+
+mod client;
+mod error;
+mod types;
+
+pub use client::{ClientBuildError, ClientConfig, Created, LiteLlmClient, MasterKey};
+pub use error::{ApiError, ErrorClass, redact_keys};
+pub use types::{ActivityTotals, KeyRecord, UserInfo, UserListPage, UserRecord};

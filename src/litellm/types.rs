@@ -1,0 +1,141 @@
+//! LiteLLM's answers, read leniently: every field is optional, `null` reads as the default, unknown fields are
+//! ignored, and whole numbers may come as floats (or the other way round) depending on the version.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+/// `GET /user/info`.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct UserInfo {
+    #[serde(default, deserialize_with = "null_default")]
+    pub user_info: Option<UserRecord>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub keys: Vec<KeyRecord>,
+}
+
+impl UserInfo {
+    /// Older proxies answer 200 with `{"user_info":{"spend":0}}` for a user without a row; only a real row has
+    /// a `user_id`.
+    pub fn into_record(self) -> Option<(UserRecord, Vec<KeyRecord>)> {
+        let record = self.user_info?;
+        record.user_id.as_ref()?;
+        Some((record, self.keys))
+    }
+}
+
+/// A row of LiteLLM's user table.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+pub struct UserRecord {
+    #[serde(default, deserialize_with = "null_default")]
+    pub user_id: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub user_alias: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub user_email: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub user_role: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub teams: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub max_budget: Option<f64>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub spend: f64,
+    #[serde(default, deserialize_with = "null_default")]
+    pub budget_duration: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub budget_reset_at: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub models: Vec<String>,
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub tpm_limit: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub rpm_limit: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub max_parallel_requests: Option<i64>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub metadata: Map<String, Value>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub model_max_budget: Map<String, Value>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub allowed_cache_controls: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub sso_user_id: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub object_permission: Map<String, Value>,
+}
+
+/// A key as `/user/info` lists it: `token` is the SHA-256 of the key, never the key.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+pub struct KeyRecord {
+    #[serde(default, deserialize_with = "null_default")]
+    pub token: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub key_alias: Option<String>,
+}
+
+/// `GET /user/list`.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct UserListPage {
+    #[serde(default, deserialize_with = "null_default")]
+    pub users: Vec<UserRecord>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub total_pages: i64,
+}
+
+/// Totals of `GET /user/daily/activity` (its `metadata` object).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+pub struct ActivityTotals {
+    #[serde(default, deserialize_with = "null_default")]
+    pub total_spend: f64,
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub total_tokens: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub total_api_requests: Option<i64>,
+}
+
+fn null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// An integer that may arrive as `3`, `3.0` or `null`.
+fn lenient_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<Value>::deserialize(deserializer)? {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stub_of_older_proxies_is_no_user() {
+        let stub: UserInfo = serde_json::from_str(r#"{"user_id":"ghost","user_info":{"spend":0},"keys":[],"teams":[]}"#).unwrap();
+        assert!(stub.into_record().is_none());
+        let carol: UserInfo =
+            serde_json::from_str(r#"{"user_id":"carol","user_info":{"spend":0.0},"keys":[{"token":"abc"}],"teams":[]}"#).unwrap();
+        assert!(carol.into_record().is_none());
+    }
+
+    #[test]
+    fn reads_nulls_and_mixed_numbers() {
+        let info: UserInfo = serde_json::from_str(
+            r#"{"user_info":{"user_id":"a","teams":null,"models":null,"metadata":null,"tpm_limit":3.0,"rpm_limit":null,
+                 "max_budget":10,"spend":1,"unknown":{"x":1}},"keys":[{"token":"h1","key_alias":null,"extra":1}]}"#,
+        )
+        .unwrap();
+        let (user, keys) = info.into_record().unwrap();
+        assert_eq!(user.user_id.as_deref(), Some("a"));
+        assert!(user.teams.is_empty() && user.models.is_empty() && user.metadata.is_empty());
+        assert_eq!(user.tpm_limit, Some(3));
+        assert_eq!(user.rpm_limit, None);
+        assert_eq!(user.max_budget, Some(10.0));
+        assert_eq!(user.spend, 1.0);
+        assert_eq!(keys, vec![KeyRecord { token: "h1".into(), key_alias: None }]);
+    }
+}

@@ -1,0 +1,156 @@
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+use litellm_operator::{
+    crd::LiteLLMUser,
+    litellm::{ClientConfig, LiteLlmClient, MasterKey},
+    operator,
+    reconcile::Settings,
+};
+use tracing::error;
+use url::Url;
+
+/// Kubernetes operator for LiteLLM proxy users and their API keys.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the LiteLLMUser CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Base URL of the LiteLLM proxy, for example http://litellm.litellm.svc:4000.
+    #[arg(long, env = "LITELLM_URL")]
+    litellm_url: Url,
+    /// File holding the proxy's master key. Without it, the key is read from the LITELLM_MASTER_KEY
+    /// environment variable (never from a flag, so it does not show in process listings).
+    #[arg(long, env = "LITELLM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// PEM file with CA certificates to trust when the proxy URL is HTTPS.
+    #[arg(long, env = "LITELLM_CA_FILE")]
+    litellm_ca_file: Option<PathBuf>,
+    /// Timeout of one request to the proxy, for example 10s.
+    #[arg(long, env = "LITELLM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    litellm_timeout: Duration,
+    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// How often each resource is re-read from the proxy to refresh spend and repair drift, for example 5m.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    resync_interval: Duration,
+    /// How often usage is read from LiteLLM's daily activity, for example 15m.
+    #[arg(long, env = "USAGE_REFRESH_INTERVAL", default_value = "15m", value_parser = parse_duration)]
+    usage_refresh_interval: Duration,
+    /// Days of usage summarised in status.
+    #[arg(long, env = "USAGE_WINDOW_DAYS", default_value_t = 7)]
+    usage_window_days: i64,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 30s, 5m or 1h"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "" | "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => return Err(format!("'{text}' has an unknown unit; use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("no master key: set LITELLM_MASTER_KEY or --master-key-file")]
+    NoMasterKey,
+    #[error("cannot read master key file {path}: {source}")]
+    MasterKeyFile { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Client(#[from] litellm_operator::litellm::ClientBuildError),
+    #[error(transparent)]
+    Start(#[from] operator::StartError),
+    #[error("cannot render the CRD: {0}")]
+    Yaml(String),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn master_key(args: &RunArgs) -> Result<MasterKey, MainError> {
+    let key = match &args.master_key_file {
+        Some(path) => MasterKey::new(
+            std::fs::read_to_string(path).map_err(|source| MainError::MasterKeyFile { path: path.clone(), source })?,
+        ),
+        None => MasterKey::new(std::env::var("LITELLM_MASTER_KEY").unwrap_or_default()),
+    };
+    if key.is_empty() { Err(MainError::NoMasterKey) } else { Ok(key) }
+}
+
+async fn run(args: RunArgs) -> Result<(), MainError> {
+    let litellm = LiteLlmClient::new(ClientConfig {
+        base_url: args.litellm_url.clone(),
+        master_key: master_key(&args)?,
+        ca_file: args.litellm_ca_file.clone(),
+        timeout: args.litellm_timeout,
+    })?;
+    let settings = Settings {
+        resync: args.resync_interval,
+        usage_refresh: args.usage_refresh_interval,
+        usage_window_days: args.usage_window_days,
+        ..Settings::default()
+    };
+    operator::run(litellm, args.namespaces, settings).await?;
+    Ok(())
+}
+
+fn crd_yaml() -> Result<String, MainError> {
+    serde_saphyr::to_string(&LiteLLMUser::crd()).map_err(|err| MainError::Yaml(err.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            run(args).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err}");
+            eprintln!("litellm-operator: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

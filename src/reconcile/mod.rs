@@ -1,0 +1,511 @@
+//! The reconcile loop: keeps one LiteLLM user, its key and its Secret equal to a `LiteLLMUser`.
+//!
+//! Order of work for an existing resource: read the LiteLLM user, decide who owns it, create or converge it,
+//! make sure its key is in the Secret and registered on the proxy, revoke keys no Secret holds, then write
+//! status. Every step is idempotent, so the operator may die at any line and pick up where it left off.
+
+pub mod conditions;
+pub mod desired;
+pub mod keys;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        finalizer::{self, finalizer},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::{Value, json};
+use tracing::{info, instrument, warn};
+
+use crate::{
+    crd::{DeletionPolicy, LiteLLMUser, LiteLLMUserStatus, UsageSummary},
+    litellm::{ApiError, Created, ErrorClass, KeyRecord, LiteLlmClient, UserRecord},
+};
+use conditions::Outcome;
+
+/// Finalizer that holds a deleted resource until its LiteLLM user is deleted.
+pub const FINALIZER: &str = "litellm-operator.io/cleanup";
+/// The one field manager for every write the operator makes.
+pub const FIELD_MANAGER: &str = "litellm-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    LiteLlm(#[from] ApiError),
+    #[error("Kubernetes API call failed while trying to {action}: {source}")]
+    Kube { action: &'static str, source: kube::Error },
+    #[error("the resource has no namespace")]
+    MissingNamespace,
+    #[error("cannot generate a key: {0}")]
+    Random(getrandom::Error),
+    #[error(transparent)]
+    Finalizer(Box<finalizer::Error<Error>>),
+}
+
+fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { action, source }
+}
+
+/// Tunables of the reconcile loop.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a resource is reconciled when nothing happens, to refresh spend and repair drift.
+    pub resync: Duration,
+    /// How often usage is read from `/user/daily/activity`.
+    pub usage_refresh: Duration,
+    /// Days of usage summarised in status.
+    pub usage_window_days: i64,
+    /// Longest wait between retries of a failing resource.
+    pub max_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync: Duration::from_secs(300),
+            usage_refresh: Duration::from_secs(900),
+            usage_window_days: 7,
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub kube: kube::Client,
+    pub litellm: LiteLlmClient,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Consecutive failures per resource, for exponential backoff; cleared on success.
+    failures: Mutex<HashMap<ObjectRef<LiteLLMUser>, u32>>,
+    /// When usage was last read per resource, so resyncs do not read it every time.
+    usage_read: Mutex<HashMap<ObjectRef<LiteLLMUser>, Instant>>,
+}
+
+impl Context {
+    pub fn new(kube: kube::Client, litellm: LiteLlmClient, recorder: Recorder, settings: Settings) -> Self {
+        Context { kube, litellm, recorder, settings, failures: Mutex::default(), usage_read: Mutex::default() }
+    }
+
+    fn next_backoff(&self, user: &LiteLLMUser, retry_after: Option<Duration>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(ObjectRef::from_obj(user)).or_insert(0);
+        *count = count.saturating_add(1);
+        let exponential = Duration::from_millis(500).saturating_mul(1 << (*count - 1).min(16));
+        exponential.min(self.settings.max_backoff).max(retry_after.unwrap_or_default())
+    }
+
+    fn forget_failures(&self, user: &LiteLLMUser) {
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&ObjectRef::from_obj(user));
+    }
+
+    fn usage_due(&self, user: &LiteLLMUser) -> bool {
+        let read = self.usage_read.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        read.get(&ObjectRef::from_obj(user)).is_none_or(|at| at.elapsed() >= self.settings.usage_refresh)
+    }
+
+    fn usage_read_now(&self, user: &LiteLLMUser) {
+        self.usage_read.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(ObjectRef::from_obj(user), Instant::now());
+    }
+
+    async fn event(&self, user: &LiteLLMUser, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        if let Err(err) = self.recorder.publish(&event, &user.object_ref(&())).await {
+            warn!(error = %err, "could not publish event");
+        }
+    }
+}
+
+/// Entry point for the controller: runs the finalizer state machine around `apply` and `cleanup`.
+#[instrument(skip_all, fields(namespace = user.namespace(), name = user.name_any()))]
+pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
+    finalizer(&api, FINALIZER, user, |event| async {
+        match event {
+            finalizer::Event::Apply(user) => apply(&user, &ctx).await,
+            finalizer::Event::Cleanup(user) => cleanup(&user, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|err| Error::Finalizer(Box::new(err)))
+}
+
+/// Called when `reconcile` fails (only for errors writing to Kubernetes, or cleanup failing).
+pub fn error_policy(user: Arc<LiteLLMUser>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = user.namespace(), name = user.name_any(), error = %err, "reconcile failed");
+    let retry_after = match err {
+        Error::Finalizer(inner) => match inner.as_ref() {
+            finalizer::Error::CleanupFailed(Error::LiteLlm(api)) | finalizer::Error::ApplyFailed(Error::LiteLlm(api)) => api.retry_after(),
+            _ => None,
+        },
+        _ => None,
+    };
+    Action::requeue(ctx.next_backoff(&user, retry_after))
+}
+
+/// What `sync` found and did.
+struct Synced {
+    outcome: Outcome,
+    user_id: String,
+    record: Option<UserRecord>,
+    key: Option<(String, String)>,
+    uncleared: Vec<&'static str>,
+}
+
+async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
+    let previous = user.status.clone().unwrap_or_default();
+    let (synced, action) = match sync(user, ctx, &previous).await {
+        Ok(synced) => {
+            ctx.forget_failures(user);
+            let action = match synced.outcome {
+                Outcome::Ready => Action::requeue(ctx.settings.resync),
+                _ => Action::requeue(ctx.settings.resync.min(ctx.settings.max_backoff)),
+            };
+            (synced, action)
+        }
+        Err(err) => {
+            let (outcome, delay) = classify(user, ctx, &err);
+            let synced = Synced {
+                outcome,
+                user_id: previous.user_id.clone().unwrap_or_else(|| user.litellm_user_id()),
+                record: None,
+                key: previous.key_secret_name.clone().zip(previous.key_hash.clone()),
+                uncleared: vec![],
+            };
+            (synced, Action::requeue(delay))
+        }
+    };
+    let previous_reason = conditions::reason_of(&previous.conditions, conditions::READY).map(str::to_owned);
+    if synced.outcome != Outcome::Ready && previous_reason.as_deref() != Some(synced.outcome.reason()) {
+        let message = match &synced.outcome {
+            Outcome::Progressing { message, .. } | Outcome::Stalled { message, .. } => message.clone(),
+            Outcome::Ready => String::new(),
+        };
+        ctx.event(user, EventType::Warning, synced.outcome.reason(), message).await;
+    }
+    let status = next_status(user, ctx, &previous, synced).await;
+    if status != previous {
+        let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+        let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
+        let patch = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "status": status });
+        api.patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(kube_err("write status"))?;
+    }
+    Ok(action)
+}
+
+/// Turns a failed sync into conditions and a retry delay: the proxy's own trouble is retried with backoff,
+/// a refused request waits for a change instead of hammering the proxy.
+fn classify(user: &LiteLLMUser, ctx: &Context, err: &Error) -> (Outcome, Duration) {
+    let message = err.to_string();
+    match err {
+        Error::LiteLlm(api) => match api.class() {
+            ErrorClass::Transient => {
+                let delay = ctx.next_backoff(user, api.retry_after());
+                (Outcome::Progressing { reason: "LiteLLMUnavailable", message }, delay)
+            }
+            ErrorClass::Unauthorized => {
+                warn!(error = %api, "LiteLLM refused the master key; check the operator's --master-key settings");
+                let delay = ctx.next_backoff(user, None);
+                let message = format!("LiteLLM refused the operator's master key ({message}); fix the operator's configuration");
+                (Outcome::Stalled { reason: "MasterKeyRejected", message }, delay)
+            }
+            ErrorClass::Rejected => (Outcome::Stalled { reason: "LiteLLMRejected", message }, ctx.settings.resync),
+        },
+        _ => (Outcome::Progressing { reason: "KubernetesError", message }, ctx.next_backoff(user, None)),
+    }
+}
+
+async fn next_status(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus, synced: Synced) -> LiteLLMUserStatus {
+    let now = Timestamp::now();
+    let mut status = previous.clone();
+    status.user_id = Some(synced.user_id.clone());
+    if let Some((secret, hash)) = synced.key {
+        status.key_secret_name = Some(secret);
+        status.key_hash = Some(hash);
+    } else if synced.outcome == Outcome::Ready {
+        status.key_secret_name = None;
+        status.key_hash = None;
+    }
+    if let Some(record) = &synced.record {
+        status.spend = Some(record.spend);
+        status.max_budget = record.max_budget;
+        status.budget_reset_at = record.budget_reset_at.clone();
+        if ctx.usage_due(user) {
+            match read_usage(ctx, &synced.user_id, now).await {
+                Ok(usage) => {
+                    status.usage = Some(usage);
+                    ctx.usage_read_now(user);
+                }
+                Err(err) => warn!(error = %err, "could not read usage"),
+            }
+        }
+    }
+    if synced.outcome == Outcome::Ready {
+        status.managed_fields = desired::managed_fields(&user.spec);
+        status.managed_fields.extend(synced.uncleared.iter().map(|f| f.to_string()));
+        status.managed_fields.sort();
+        status.managed_fields.dedup();
+        status.observed_generation = user.metadata.generation;
+    }
+    status.conditions = conditions::conditions(
+        &previous.conditions,
+        &synced.outcome,
+        &synced.uncleared,
+        user.metadata.generation,
+        now,
+    );
+    if status != *previous {
+        status.last_sync_time = Some(now.to_string());
+    }
+    status
+}
+
+async fn read_usage(ctx: &Context, user_id: &str, now: Timestamp) -> Result<UsageSummary, ApiError> {
+    let days = ctx.settings.usage_window_days.max(1);
+    let today = now.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).date();
+    let start = today.checked_sub(k8s_openapi::jiff::Span::new().days(days - 1)).unwrap_or(today);
+    let totals = ctx.litellm.daily_activity(user_id, &start.to_string(), &today.to_string()).await?;
+    Ok(UsageSummary {
+        window_days: days,
+        spend: totals.total_spend,
+        total_tokens: totals.total_tokens.unwrap_or_default(),
+        requests: totals.total_api_requests.unwrap_or_default(),
+    })
+}
+
+/// Brings the proxy in line with the resource. Returns `Stalled` outcomes (not errors) for ownership problems,
+/// which no retry can fix.
+async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -> Result<Synced, Error> {
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let name = user.name_any();
+    let user_id = user.litellm_user_id();
+    let marker = desired::owner_marker(&namespace, &name);
+    let me = format!("{namespace}/{name}");
+    let stalled = |reason, message| Synced {
+        outcome: Outcome::Stalled { reason, message },
+        user_id: user_id.clone(),
+        record: None,
+        key: None,
+        uncleared: vec![],
+    };
+
+    let (record, keys) = match ctx.litellm.user_info(&user_id).await? {
+        None => {
+            let body = desired::create_body(&user.spec, &user_id, &marker);
+            let created = ctx.litellm.user_new(&body).await?;
+            if created == Created::Created {
+                info!(user_id, "created LiteLLM user");
+                ctx.event(user, EventType::Normal, "Created", format!("Created LiteLLM user {user_id}")).await;
+            }
+            let wants_teams = user.spec.teams.as_ref().is_some_and(|teams| !teams.is_empty());
+            if created == Created::Conflict || wants_teams {
+                // A conflict is our own earlier attempt whose answer was lost, or someone else's user; and
+                // /user/new silently skips teams it cannot join. Either way, look at what the proxy has.
+                read_back(ctx, &user_id).await?
+            } else {
+                // The proxy stores what we sent; saves a read on the creation path.
+                (serde_json::from_value(body).unwrap_or_default(), Vec::new())
+            }
+        }
+        Some(found) => found,
+    };
+
+    match desired::marked_owner(&record.metadata) {
+        Some(owner) if owner == me => {}
+        Some(owner) if owner_exists(ctx, owner).await? => {
+            return Ok(stalled(
+                "OwnedByAnotherResource",
+                format!("LiteLLM user {user_id} is managed by LiteLLMUser {owner}; two resources cannot manage one user"),
+            ));
+        }
+        _ if !user.spec.adopt => {
+            return Ok(stalled(
+                "UserExists",
+                format!(
+                    "LiteLLM user {user_id} already exists and is not managed by this operator; \
+                     set spec.adopt: true to take it over"
+                ),
+            ));
+        }
+        _ => {
+            info!(user_id, "adopting existing LiteLLM user");
+            ctx.event(user, EventType::Normal, "Adopted", format!("Adopted existing LiteLLM user {user_id}")).await;
+        }
+    }
+
+    let spec_changed = previous.observed_generation != user.metadata.generation;
+    let changes = desired::changes(&user.spec, &user_id, &marker, &record, &previous.managed_fields, spec_changed);
+    let mut record = record;
+    if let Some(update) = &changes.update {
+        if let Some(stored) = ctx.litellm.user_update(update).await? {
+            record = stored;
+        }
+        info!(user_id, fields = ?changes.changed, "updated LiteLLM user");
+        ctx.event(user, EventType::Normal, "Updated", format!("Updated {}", changes.changed.join(", "))).await;
+    }
+    for team in &changes.join_teams {
+        ctx.litellm.team_member_add(team, &user_id).await?;
+    }
+    for team in &changes.leave_teams {
+        ctx.litellm.team_member_delete(team, &user_id).await?;
+    }
+    if !changes.join_teams.is_empty() || !changes.leave_teams.is_empty() {
+        record.teams = user.spec.teams.clone().unwrap_or_default();
+        ctx.event(user, EventType::Normal, "TeamsChanged", format!("Teams are now {}", record.teams.join(", "))).await;
+    }
+
+    let key = if user.spec.key.enabled { Some(sync_key(user, ctx, &user_id, &keys, &marker, previous).await?) } else { None };
+    if let Some(Err(message)) = &key {
+        return Ok(stalled("SecretConflict", message.clone()));
+    }
+    Ok(Synced {
+        outcome: Outcome::Ready,
+        user_id,
+        record: Some(record),
+        key: key.and_then(Result::ok),
+        uncleared: changes.uncleared,
+    })
+}
+
+async fn read_back(ctx: &Context, user_id: &str) -> Result<(UserRecord, Vec<KeyRecord>), Error> {
+    ctx.litellm.user_info(user_id).await?.ok_or_else(|| {
+        Error::LiteLlm(ApiError::Status {
+            endpoint: "/user/info",
+            status: 503,
+            message: format!("user {user_id} was created but cannot be read back yet"),
+            retry_after: None,
+        })
+    })
+}
+
+/// Whether the LiteLLMUser named `namespace/name` exists.
+async fn owner_exists(ctx: &Context, owner: &str) -> Result<bool, Error> {
+    let Some((namespace, name)) = owner.split_once('/') else { return Ok(false) };
+    let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), namespace);
+    Ok(api.get_opt(name).await.map_err(kube_err("look up the owner of a LiteLLM user"))?.is_some())
+}
+
+/// Makes sure the Secret holds a key, that key is registered for the user, and no other key of the user is.
+/// Returns the Secret's name and the key's hash, or a message when the Secret belongs to someone else.
+async fn sync_key(
+    user: &LiteLLMUser,
+    ctx: &Context,
+    user_id: &str,
+    registered: &[KeyRecord],
+    marker: &Value,
+    previous: &LiteLLMUserStatus,
+) -> Result<Result<(String, String), String>, Error> {
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let secret_name = user.key_secret_name();
+    let owned_by_me = |secret: &Secret| {
+        secret.owner_references().iter().any(|o| Some(&o.uid) == user.metadata.uid.as_ref() && o.controller == Some(true))
+    };
+
+    let existing = secrets.get_opt(&secret_name).await.map_err(kube_err("read the key Secret"))?;
+    let key = match &existing {
+        Some(secret) if !owned_by_me(secret) => {
+            return Ok(Err(format!(
+                "Secret {secret_name} exists and is not owned by this LiteLLMUser; delete it or set spec.key.secretName"
+            )));
+        }
+        Some(secret) => keys::key_in(secret),
+        None => None,
+    };
+    let key = match key {
+        Some(key) => key,
+        None => {
+            // The Secret is written before LiteLLM learns the key: if we die in between, the next reconcile
+            // registers the same key, and no key ever exists on the proxy that no Secret holds.
+            let key = keys::generate_key().map_err(Error::Random)?;
+            let secret = keys::key_secret(user, &secret_name, user_id, &key);
+            let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+            match existing {
+                None => secrets.create(&pp, &secret).await.map_err(kube_err("create the key Secret"))?,
+                Some(_) => secrets.replace(&secret_name, &pp, &secret).await.map_err(kube_err("rewrite the key Secret"))?,
+            };
+            key
+        }
+    };
+    let hash = keys::key_hash(&key);
+
+    if !registered.iter().any(|k| k.token == hash) {
+        let mut extra = json!({ "metadata": { desired::OWNER_METADATA_KEY: marker } });
+        if let Some(aliases) = &user.spec.aliases {
+            extra["aliases"] = json!(aliases);
+        }
+        ctx.litellm.key_register(user_id, &key, &extra).await?;
+        info!(user_id, key_hash = %hash, "registered key");
+        ctx.event(user, EventType::Normal, "KeyIssued", format!("Issued a key ({}) into Secret {secret_name}", short(&hash))).await;
+    }
+    let stale: Vec<String> = registered.iter().filter(|k| k.token != hash && !k.token.is_empty()).map(|k| k.token.clone()).collect();
+    if !stale.is_empty() {
+        ctx.litellm.key_delete(&stale).await?;
+        info!(user_id, count = stale.len(), "revoked keys not held by the Secret");
+        let hashes: Vec<&str> = stale.iter().map(|h| short(h)).collect();
+        ctx.event(user, EventType::Normal, "KeyRevoked", format!("Revoked keys {}", hashes.join(", "))).await;
+    }
+    // A renamed Secret: the old one no longer holds a valid key.
+    if let Some(old) = previous.key_secret_name.as_ref().filter(|old| **old != secret_name) {
+        if let Some(secret) = secrets.get_opt(old).await.map_err(kube_err("read the previous key Secret"))?
+            && owned_by_me(&secret)
+        {
+            secrets.delete(old, &Default::default()).await.map_err(kube_err("delete the previous key Secret"))?;
+        }
+    }
+    Ok(Ok((secret_name, hash)))
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// Runs when the resource is deleted: deletes the LiteLLM user (and with it every key) unless the policy is
+/// `Retain`, in which case the key Secret is released so it outlives the resource.
+async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let me = format!("{namespace}/{}", user.name_any());
+    let user_id = user.status.as_ref().and_then(|s| s.user_id.clone()).unwrap_or_else(|| user.litellm_user_id());
+    if user.spec.deletion_policy == DeletionPolicy::Retain {
+        release_secret(user, ctx, &namespace).await?;
+        info!(user_id, "resource deleted; LiteLLM user retained");
+        return Ok(Action::await_change());
+    }
+    match ctx.litellm.user_info(&user_id).await? {
+        Some((record, _)) if desired::marked_owner(&record.metadata) == Some(me.as_str()) => {
+            let existed = ctx.litellm.user_delete(&user_id).await?;
+            info!(user_id, existed, "deleted LiteLLM user");
+        }
+        Some(_) => info!(user_id, "LiteLLM user is not managed by this resource; left untouched"),
+        None => {}
+    }
+    Ok(Action::await_change())
+}
+
+/// Removes this resource's owner reference from its key Secret, so garbage collection keeps it.
+async fn release_secret(user: &LiteLLMUser, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), namespace);
+    let name = user.status.as_ref().and_then(|s| s.key_secret_name.clone()).unwrap_or_else(|| user.key_secret_name());
+    let Some(secret) = secrets.get_opt(&name).await.map_err(kube_err("read the key Secret"))? else { return Ok(()) };
+    let uid = user.metadata.uid.clone().unwrap_or_default();
+    if secret.owner_references().iter().any(|o| o.uid == uid) {
+        let remaining: Vec<_> = secret.owner_references().iter().filter(|o| o.uid != uid).cloned().collect();
+        let patch = json!({ "metadata": { "ownerReferences": remaining, "resourceVersion": secret.resource_version() } });
+        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_err("release the key Secret"))?;
+    }
+    Ok(())
+}
