@@ -356,3 +356,51 @@ impl LiteLLMUser {
 pub fn derive_user_id(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
 }
+
+/// The CRD as YAML, as `litellm-operator crd` prints it and `crds/litellmuser.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    use kube::CustomResourceExt;
+    serde_saphyr::to_string(&LiteLLMUser::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_is_fresh() {
+        let generated = crd_yaml().unwrap();
+        let committed = include_str!("../crds/litellmuser.yaml");
+        assert!(
+            generated.trim_end() == committed.trim_end(),
+            "crds/litellmuser.yaml is stale: run hack/generate.sh and commit the result"
+        );
+    }
+
+    #[test]
+    fn no_unsigned_integer_formats() {
+        let yaml = crd_yaml().unwrap();
+        assert!(!yaml.contains("uint32") && !yaml.contains("uint64"), "the API server warns about uint formats");
+    }
+
+    #[test]
+    fn derived_user_id_is_namespace_dot_name() {
+        let mut user = LiteLLMUser::new("alice", LiteLLMUserSpec::default());
+        user.metadata.namespace = Some("team-a".into());
+        assert_eq!(user.litellm_user_id(), "team-a.alice");
+        assert_eq!(user.key_secret_name(), "alice-litellm-key");
+        user.spec.user_id = Some("alice@corp".into());
+        user.spec.key.secret_name = Some("custom".into());
+        assert_eq!(user.litellm_user_id(), "alice@corp");
+        assert_eq!(user.key_secret_name(), "custom");
+    }
+
+    #[test]
+    fn key_is_on_by_default_and_policy_is_delete() {
+        let spec: LiteLLMUserSpec = serde_json::from_str("{}").unwrap();
+        assert!(spec.key.enabled);
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Delete);
+        let spec: LiteLLMUserSpec = serde_json::from_str(r#"{"key":{"secretName":"x"}}"#).unwrap();
+        assert!(spec.key.enabled, "naming the Secret keeps the key on");
+    }
+}

@@ -1,9 +1,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use kube::CustomResourceExt;
 use litellm_operator::{
-    crd::LiteLLMUser,
     litellm::{ClientConfig, LiteLlmClient, MasterKey},
     operator,
     reconcile::Settings,
@@ -22,7 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the LiteLLMUser CustomResourceDefinition as YAML.
     Crd,
 }
@@ -132,7 +130,7 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
 }
 
 fn crd_yaml() -> Result<String, MainError> {
-    serde_saphyr::to_string(&LiteLLMUser::crd()).map_err(|err| MainError::Yaml(err.to_string()))
+    litellm_operator::crd::crd_yaml().map_err(|err| MainError::Yaml(err.to_string()))
 }
 
 #[tokio::main]
@@ -142,7 +140,7 @@ async fn main() -> ExitCode {
         Command::Crd => crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Run(args) => {
             init_logging(args.log_format);
-            run(args).await
+            run(*args).await
         }
     };
     match result {

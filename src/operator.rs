@@ -44,7 +44,8 @@ pub async fn run(litellm: LiteLlmClient, namespaces: Vec<String>, settings: Sett
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), litellm, recorder, settings));
 
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+    let scopes: Vec<Option<String>> =
+        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
     info!(scopes = ?scopes, "starting controllers");
     let secrets_config = watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY_LABEL, keys::MANAGED_BY));
     let controllers = scopes.into_iter().map(|scope| {

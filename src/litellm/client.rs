@@ -177,7 +177,13 @@ impl LiteLlmClient {
         Ok(value.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default())
     }
 
-    async fn call(&self, endpoint: &'static str, method: Method, query: &[(&str, &str)], body: Option<&Value>) -> Result<String, ApiError> {
+    async fn call(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<String, ApiError> {
         let url = self
             .base_url
             .join(endpoint.trim_start_matches('/'))

@@ -110,7 +110,9 @@ fn message_from_json(json: &Value) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-        Value::Object(map) => Some(map.get("error").map(value_text).unwrap_or_else(|| Value::Object(map.clone()).to_string())),
+        Value::Object(map) => {
+            Some(map.get("error").map(value_text).unwrap_or_else(|| Value::Object(map.clone()).to_string()))
+        }
         other => Some(value_text(other)),
     }
 }
@@ -166,9 +168,14 @@ mod tests {
             error_message(r#"{"error":{"message":"User ghost not found","type":"x","param":null,"code":"404"}}"#),
             "User ghost not found"
         );
-        assert_eq!(error_message(r#"{"detail":{"error":"User not found, passed user_id=bob"}}"#), "User not found, passed user_id=bob");
         assert_eq!(
-            error_message(r#"{"detail":[{"type":"literal_error","loc":["body","user_role"],"msg":"Input should be 'a' or 'b'"}]}"#),
+            error_message(r#"{"detail":{"error":"User not found, passed user_id=bob"}}"#),
+            "User not found, passed user_id=bob"
+        );
+        assert_eq!(
+            error_message(
+                r#"{"detail":[{"type":"literal_error","loc":["body","user_role"],"msg":"Input should be 'a' or 'b'"}]}"#
+            ),
             "body.user_role: Input should be 'a' or 'b'"
         );
         assert_eq!(error_message("Internal Server Error"), "Internal Server Error");
@@ -186,7 +193,8 @@ mod tests {
 
     #[test]
     fn classifies_by_status_only() {
-        let status = |status| ApiError::Status { endpoint: "/user/new", status, message: String::new(), retry_after: None };
+        let status =
+            |status| ApiError::Status { endpoint: "/user/new", status, message: String::new(), retry_after: None };
         assert_eq!(status(401).class(), ErrorClass::Unauthorized);
         assert_eq!(status(403).class(), ErrorClass::Unauthorized);
         assert_eq!(status(429).class(), ErrorClass::Transient);
@@ -194,7 +202,10 @@ mod tests {
         assert_eq!(status(422).class(), ErrorClass::Rejected);
         assert_eq!(status(500).class(), ErrorClass::Transient);
         assert_eq!(status(503).class(), ErrorClass::Transient);
-        assert_eq!(ApiError::Transport { endpoint: "/user/info", reason: String::new() }.class(), ErrorClass::Transient);
+        assert_eq!(
+            ApiError::Transport { endpoint: "/user/info", reason: String::new() }.class(),
+            ErrorClass::Transient
+        );
     }
 
     #[test]

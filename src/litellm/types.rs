@@ -115,10 +115,13 @@ mod tests {
 
     #[test]
     fn stub_of_older_proxies_is_no_user() {
-        let stub: UserInfo = serde_json::from_str(r#"{"user_id":"ghost","user_info":{"spend":0},"keys":[],"teams":[]}"#).unwrap();
+        let stub: UserInfo =
+            serde_json::from_str(r#"{"user_id":"ghost","user_info":{"spend":0},"keys":[],"teams":[]}"#).unwrap();
         assert!(stub.into_record().is_none());
-        let carol: UserInfo =
-            serde_json::from_str(r#"{"user_id":"carol","user_info":{"spend":0.0},"keys":[{"token":"abc"}],"teams":[]}"#).unwrap();
+        let carol: UserInfo = serde_json::from_str(
+            r#"{"user_id":"carol","user_info":{"spend":0.0},"keys":[{"token":"abc"}],"teams":[]}"#,
+        )
+        .unwrap();
         assert!(carol.into_record().is_none());
     }
 

@@ -1,7 +1,9 @@
 //! Conditions as kstatus, Argo CD and Flux read them: `Ready`, plus `Reconciling` while work is under way and
 //! `Stalled` when the operator cannot go on without a change from someone.
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Condition, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -46,7 +48,15 @@ pub fn conditions(
     let reason = outcome.reason();
     let mut out = vec![
         condition(previous, READY, ready, reason, &message, generation, now),
-        condition(previous, RECONCILING, reconciling, reason, if reconciling == "True" { &message } else { "" }, generation, now),
+        condition(
+            previous,
+            RECONCILING,
+            reconciling,
+            reason,
+            if reconciling == "True" { &message } else { "" },
+            generation,
+            now,
+        ),
         condition(previous, STALLED, stalled, reason, if stalled == "True" { &message } else { "" }, generation, now),
     ];
     if !uncleared.is_empty() {

@@ -38,8 +38,20 @@ struct Field {
 
 fn fields(spec: &LiteLLMUserSpec, actual: &UserRecord) -> Vec<Field> {
     vec![
-        Field { spec: "userAlias", api: "user_alias", desired: spec.user_alias.as_ref().map(to), actual: json!(actual.user_alias), clear: None },
-        Field { spec: "userEmail", api: "user_email", desired: spec.user_email.as_ref().map(to), actual: json!(actual.user_email), clear: None },
+        Field {
+            spec: "userAlias",
+            api: "user_alias",
+            desired: spec.user_alias.as_ref().map(to),
+            actual: json!(actual.user_alias),
+            clear: None,
+        },
+        Field {
+            spec: "userEmail",
+            api: "user_email",
+            desired: spec.user_email.as_ref().map(to),
+            actual: json!(actual.user_email),
+            clear: None,
+        },
         Field {
             spec: "userRole",
             api: "user_role",
@@ -47,7 +59,13 @@ fn fields(spec: &LiteLLMUserSpec, actual: &UserRecord) -> Vec<Field> {
             actual: json!(actual.user_role),
             clear: None,
         },
-        Field { spec: "maxBudget", api: "max_budget", desired: spec.max_budget.map(|v| json!(v)), actual: json!(actual.max_budget), clear: Some(Value::Null) },
+        Field {
+            spec: "maxBudget",
+            api: "max_budget",
+            desired: spec.max_budget.map(|v| json!(v)),
+            actual: json!(actual.max_budget),
+            clear: Some(Value::Null),
+        },
         Field {
             spec: "budgetDuration",
             api: "budget_duration",
@@ -55,9 +73,27 @@ fn fields(spec: &LiteLLMUserSpec, actual: &UserRecord) -> Vec<Field> {
             actual: json!(actual.budget_duration),
             clear: Some(Value::Null),
         },
-        Field { spec: "models", api: "models", desired: spec.models.as_ref().map(to), actual: json!(actual.models), clear: None },
-        Field { spec: "tpmLimit", api: "tpm_limit", desired: spec.tpm_limit.map(|v| json!(v)), actual: json!(actual.tpm_limit), clear: Some(Value::Null) },
-        Field { spec: "rpmLimit", api: "rpm_limit", desired: spec.rpm_limit.map(|v| json!(v)), actual: json!(actual.rpm_limit), clear: Some(Value::Null) },
+        Field {
+            spec: "models",
+            api: "models",
+            desired: spec.models.as_ref().map(to),
+            actual: json!(actual.models),
+            clear: None,
+        },
+        Field {
+            spec: "tpmLimit",
+            api: "tpm_limit",
+            desired: spec.tpm_limit.map(|v| json!(v)),
+            actual: json!(actual.tpm_limit),
+            clear: Some(Value::Null),
+        },
+        Field {
+            spec: "rpmLimit",
+            api: "rpm_limit",
+            desired: spec.rpm_limit.map(|v| json!(v)),
+            actual: json!(actual.rpm_limit),
+            clear: Some(Value::Null),
+        },
         Field {
             spec: "maxParallelRequests",
             api: "max_parallel_requests",
@@ -72,7 +108,9 @@ fn fields(spec: &LiteLLMUserSpec, actual: &UserRecord) -> Vec<Field> {
                 Value::Object(
                     budgets
                         .iter()
-                        .map(|(model, b)| (model.clone(), json!({ "budget_limit": b.budget_limit, "time_period": b.time_period })))
+                        .map(|(model, b)| {
+                            (model.clone(), json!({ "budget_limit": b.budget_limit, "time_period": b.time_period }))
+                        })
                         .collect(),
                 )
             }),
@@ -86,7 +124,13 @@ fn fields(spec: &LiteLLMUserSpec, actual: &UserRecord) -> Vec<Field> {
             actual: json!(actual.allowed_cache_controls),
             clear: None,
         },
-        Field { spec: "ssoUserId", api: "sso_user_id", desired: spec.sso_user_id.as_ref().map(to), actual: json!(actual.sso_user_id), clear: None },
+        Field {
+            spec: "ssoUserId",
+            api: "sso_user_id",
+            desired: spec.sso_user_id.as_ref().map(to),
+            actual: json!(actual.sso_user_id),
+            clear: None,
+        },
     ]
 }
 
@@ -97,17 +141,28 @@ fn to<T: serde::Serialize>(value: &T) -> Value {
 
 /// The metadata the LiteLLM user should have: the spec's (or, when the spec leaves metadata alone, what the
 /// proxy has), the per-model limits LiteLLM keeps in metadata, and the ownership marker.
-fn desired_metadata(spec: &LiteLLMUserSpec, marker: &Value, actual: Option<&Map<String, Value>>, previously: &[String]) -> Map<String, Value> {
+fn desired_metadata(
+    spec: &LiteLLMUserSpec,
+    marker: &Value,
+    actual: Option<&Map<String, Value>>,
+    previously: &[String],
+) -> Map<String, Value> {
     let was = |field: &str| previously.iter().any(|f| f == field);
     let mut metadata: Map<String, Value> = match (&spec.metadata, actual) {
         (Some(m), _) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         (None, Some(actual)) if !was("metadata") => actual.clone(),
         _ => Map::new(),
     };
-    for (spec_name, key, limits) in [("modelRpmLimit", MODEL_RPM_KEY, &spec.model_rpm_limit), ("modelTpmLimit", MODEL_TPM_KEY, &spec.model_tpm_limit)] {
+    for (spec_name, key, limits) in [
+        ("modelRpmLimit", MODEL_RPM_KEY, &spec.model_rpm_limit),
+        ("modelTpmLimit", MODEL_TPM_KEY, &spec.model_tpm_limit),
+    ] {
         match limits {
             Some(limits) => {
-                metadata.insert(key.to_owned(), Value::Object(limits.iter().map(|(m, l)| (m.clone(), json!(l.0))).collect()));
+                metadata.insert(
+                    key.to_owned(),
+                    Value::Object(limits.iter().map(|(m, l)| (m.clone(), json!(l.0))).collect()),
+                );
             }
             None if was(spec_name) => {
                 metadata.remove(key);
@@ -122,7 +177,11 @@ fn desired_metadata(spec: &LiteLLMUserSpec, marker: &Value, actual: Option<&Map<
 fn object_permission(spec: &LiteLLMUserSpec) -> Option<Value> {
     let p = spec.object_permission.as_ref()?;
     let mut out = Map::new();
-    for (key, list) in [("vector_stores", &p.vector_stores), ("mcp_servers", &p.mcp_servers), ("mcp_access_groups", &p.mcp_access_groups)] {
+    for (key, list) in [
+        ("vector_stores", &p.vector_stores),
+        ("mcp_servers", &p.mcp_servers),
+        ("mcp_access_groups", &p.mcp_access_groups),
+    ] {
         if let Some(list) = list {
             out.insert(key.to_owned(), json!(list));
         }
@@ -158,8 +217,11 @@ pub fn create_body(spec: &LiteLLMUserSpec, user_id: &str, marker: &Value) -> Val
 
 /// Spec fields that are set (and so managed by the operator), as recorded in `status.managedFields`.
 pub fn managed_fields(spec: &LiteLLMUserSpec) -> Vec<String> {
-    let mut managed: Vec<String> =
-        fields(spec, &UserRecord::default()).into_iter().filter(|f| f.desired.is_some()).map(|f| f.spec.to_owned()).collect();
+    let mut managed: Vec<String> = fields(spec, &UserRecord::default())
+        .into_iter()
+        .filter(|f| f.desired.is_some())
+        .map(|f| f.spec.to_owned())
+        .collect();
     for (name, set) in [
         ("metadata", spec.metadata.is_some()),
         ("modelRpmLimit", spec.model_rpm_limit.is_some()),
@@ -205,12 +267,11 @@ pub fn changes(
             Some(desired) if is_empty(&desired) && !is_empty(&field.actual) && field.clear.is_none() => {
                 out.uncleared.push(field.spec);
             }
-            Some(desired) => {
-                if !same(&desired, &field.actual) {
-                    body.insert(field.api.into(), desired);
-                    out.changed.push(field.spec);
-                }
+            Some(desired) if !same(&desired, &field.actual) => {
+                body.insert(field.api.into(), desired);
+                out.changed.push(field.spec);
             }
+            Some(_) => {}
             None if was_managed && !is_empty(&field.actual) => match field.clear {
                 Some(clear) => {
                     body.insert(field.api.into(), clear);
@@ -293,7 +354,10 @@ mod tests {
             tpm_limit: Some(1000),
             rpm_limit: Some(10),
             max_parallel_requests: Some(2),
-            model_max_budget: Some(BTreeMap::from([("gpt-4o".into(), ModelBudget { budget_limit: 1.5, time_period: Some("1d".into()) })])),
+            model_max_budget: Some(BTreeMap::from([(
+                "gpt-4o".into(),
+                ModelBudget { budget_limit: 1.5, time_period: Some("1d".into()) },
+            )])),
             model_rpm_limit: Some(BTreeMap::from([("gpt-4o".into(), NonNegativeInt(5))])),
             model_tpm_limit: None,
             metadata: Some(BTreeMap::from([("cost-center".into(), json!("42"))])),
@@ -360,7 +424,12 @@ mod tests {
 
     #[test]
     fn numbers_and_lists_compare_by_meaning() {
-        let spec = LiteLLMUserSpec { max_budget: Some(10.0), models: Some(vec!["a".into(), "b".into()]), tpm_limit: Some(5), ..Default::default() };
+        let spec = LiteLLMUserSpec {
+            max_budget: Some(10.0),
+            models: Some(vec!["a".into(), "b".into()]),
+            tpm_limit: Some(5),
+            ..Default::default()
+        };
         let mut actual = stored(&spec);
         actual.models = vec!["b".into(), "a".into()];
         let c = changes(&spec, "u", &marker(), &actual, &managed_fields(&spec), false);
@@ -381,7 +450,9 @@ mod tests {
         assert_eq!(update["model_max_budget"], json!({}));
         // metadata loses the spec's keys and the model limits, keeps the marker
         assert_eq!(update["metadata"], json!({ OWNER_METADATA_KEY: { "owner": "team-a/alice" } }));
-        for field in ["userAlias", "userEmail", "userRole", "models", "maxParallelRequests", "allowedCacheControls", "ssoUserId"] {
+        for field in
+            ["userAlias", "userEmail", "userRole", "models", "maxParallelRequests", "allowedCacheControls", "ssoUserId"]
+        {
             assert!(c.uncleared.contains(&field), "{field} should be reported as not clearable");
             assert!(update.get(field).is_none());
         }
@@ -390,7 +461,11 @@ mod tests {
     #[test]
     fn an_explicitly_empty_list_that_cannot_be_cleared_is_reported_not_sent() {
         let spec = LiteLLMUserSpec { models: Some(vec![]), ..Default::default() };
-        let actual = UserRecord { models: vec!["gpt".into()], metadata: desired_metadata(&spec, &marker(), None, &[]), ..Default::default() };
+        let actual = UserRecord {
+            models: vec!["gpt".into()],
+            metadata: desired_metadata(&spec, &marker(), None, &[]),
+            ..Default::default()
+        };
         let c = changes(&spec, "u", &marker(), &actual, &[], false);
         assert_eq!(c.update, None);
         assert_eq!(c.uncleared, vec!["models"]);

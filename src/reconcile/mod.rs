@@ -116,11 +116,15 @@ impl Context {
     }
 
     fn usage_read_now(&self, user: &LiteLLMUser) {
-        self.usage_read.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(ObjectRef::from_obj(user), Instant::now());
+        self.usage_read
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(ObjectRef::from_obj(user), Instant::now());
     }
 
     async fn event(&self, user: &LiteLLMUser, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
         if let Err(err) = self.recorder.publish(&event, &user.object_ref(&())).await {
             warn!(error = %err, "could not publish event");
         }
@@ -147,7 +151,8 @@ pub fn error_policy(user: Arc<LiteLLMUser>, err: &Error, ctx: Arc<Context>) -> A
     warn!(namespace = user.namespace(), name = user.name_any(), error = %err, "reconcile failed");
     let retry_after = match err {
         Error::Finalizer(inner) => match inner.as_ref() {
-            finalizer::Error::CleanupFailed(Error::LiteLlm(api)) | finalizer::Error::ApplyFailed(Error::LiteLlm(api)) => api.retry_after(),
+            finalizer::Error::CleanupFailed(Error::LiteLlm(api))
+            | finalizer::Error::ApplyFailed(Error::LiteLlm(api)) => api.retry_after(),
             _ => None,
         },
         _ => None,
@@ -158,10 +163,13 @@ pub fn error_policy(user: Arc<LiteLLMUser>, err: &Error, ctx: Arc<Context>) -> A
 /// What `sync` found and did.
 struct Synced {
     outcome: Outcome,
-    user_id: String,
+    /// The LiteLLM user this resource manages; `None` when it turned out to belong to someone else.
+    user_id: Option<String>,
     record: Option<UserRecord>,
     key: Option<(String, String)>,
     uncleared: Vec<&'static str>,
+    /// The user was created by this reconcile, so it has no usage yet.
+    created: bool,
 }
 
 async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
@@ -179,10 +187,11 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
             let (outcome, delay) = classify(user, ctx, &err);
             let synced = Synced {
                 outcome,
-                user_id: previous.user_id.clone().unwrap_or_else(|| user.litellm_user_id()),
+                user_id: previous.user_id.clone(),
                 record: None,
                 key: previous.key_secret_name.clone().zip(previous.key_hash.clone()),
                 uncleared: vec![],
+                created: false,
             };
             (synced, Action::requeue(delay))
         }
@@ -220,7 +229,8 @@ fn classify(user: &LiteLLMUser, ctx: &Context, err: &Error) -> (Outcome, Duratio
             ErrorClass::Unauthorized => {
                 warn!(error = %api, "LiteLLM refused the master key; check the operator's --master-key settings");
                 let delay = ctx.next_backoff(user, None);
-                let message = format!("LiteLLM refused the operator's master key ({message}); fix the operator's configuration");
+                let message =
+                    format!("LiteLLM refused the operator's master key ({message}); fix the operator's configuration");
                 (Outcome::Stalled { reason: "MasterKeyRejected", message }, delay)
             }
             ErrorClass::Rejected => (Outcome::Stalled { reason: "LiteLLMRejected", message }, ctx.settings.resync),
@@ -229,10 +239,17 @@ fn classify(user: &LiteLLMUser, ctx: &Context, err: &Error) -> (Outcome, Duratio
     }
 }
 
-async fn next_status(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus, synced: Synced) -> LiteLLMUserStatus {
+async fn next_status(
+    user: &LiteLLMUser,
+    ctx: &Context,
+    previous: &LiteLLMUserStatus,
+    synced: Synced,
+) -> LiteLLMUserStatus {
     let now = Timestamp::now();
     let mut status = previous.clone();
-    status.user_id = Some(synced.user_id.clone());
+    if synced.user_id.is_some() {
+        status.user_id = synced.user_id.clone();
+    }
     if let Some((secret, hash)) = synced.key {
         status.key_secret_name = Some(secret);
         status.key_hash = Some(hash);
@@ -244,8 +261,12 @@ async fn next_status(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserSt
         status.spend = Some(record.spend);
         status.max_budget = record.max_budget;
         status.budget_reset_at = record.budget_reset_at.clone();
-        if ctx.usage_due(user) {
-            match read_usage(ctx, &synced.user_id, now).await {
+        if synced.created {
+            status.usage =
+                Some(UsageSummary { window_days: ctx.settings.usage_window_days, ..UsageSummary::default() });
+            ctx.usage_read_now(user);
+        } else if let Some(user_id) = synced.user_id.as_deref().filter(|_| ctx.usage_due(user)) {
+            match read_usage(ctx, user_id, now).await {
                 Ok(usage) => {
                     status.usage = Some(usage);
                     ctx.usage_read_now(user);
@@ -261,13 +282,8 @@ async fn next_status(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserSt
         status.managed_fields.dedup();
         status.observed_generation = user.metadata.generation;
     }
-    status.conditions = conditions::conditions(
-        &previous.conditions,
-        &synced.outcome,
-        &synced.uncleared,
-        user.metadata.generation,
-        now,
-    );
+    status.conditions =
+        conditions::conditions(&previous.conditions, &synced.outcome, &synced.uncleared, user.metadata.generation, now);
     if status != *previous {
         status.last_sync_time = Some(now.to_string());
     }
@@ -297,22 +313,25 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
     let me = format!("{namespace}/{name}");
     let stalled = |reason, message| Synced {
         outcome: Outcome::Stalled { reason, message },
-        user_id: user_id.clone(),
+        user_id: None,
         record: None,
         key: None,
         uncleared: vec![],
+        created: false,
     };
 
+    let mut created = false;
     let (record, keys) = match ctx.litellm.user_info(&user_id).await? {
         None => {
             let body = desired::create_body(&user.spec, &user_id, &marker);
-            let created = ctx.litellm.user_new(&body).await?;
-            if created == Created::Created {
+            let answer = ctx.litellm.user_new(&body).await?;
+            if answer == Created::Created {
+                created = true;
                 info!(user_id, "created LiteLLM user");
                 ctx.event(user, EventType::Normal, "Created", format!("Created LiteLLM user {user_id}")).await;
             }
             let wants_teams = user.spec.teams.as_ref().is_some_and(|teams| !teams.is_empty());
-            if created == Created::Conflict || wants_teams {
+            if answer == Created::Conflict || wants_teams {
                 // A conflict is our own earlier attempt whose answer was lost, or someone else's user; and
                 // /user/new silently skips teams it cannot join. Either way, look at what the proxy has.
                 read_back(ctx, &user_id).await?
@@ -324,12 +343,17 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
         Some(found) => found,
     };
 
+    let claimed_before = previous.user_id.as_deref() == Some(user_id.as_str());
     match desired::marked_owner(&record.metadata) {
         Some(owner) if owner == me => {}
+        // Someone replaced the user's metadata on the proxy; status shows the user is ours, so mark it again.
+        None if claimed_before => info!(user_id, "LiteLLM user lost its ownership mark; restoring it"),
         Some(owner) if owner_exists(ctx, owner).await? => {
             return Ok(stalled(
                 "OwnedByAnotherResource",
-                format!("LiteLLM user {user_id} is managed by LiteLLMUser {owner}; two resources cannot manage one user"),
+                format!(
+                    "LiteLLM user {user_id} is managed by LiteLLMUser {owner}; two resources cannot manage one user"
+                ),
             ));
         }
         _ if !user.spec.adopt => {
@@ -368,16 +392,25 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
         ctx.event(user, EventType::Normal, "TeamsChanged", format!("Teams are now {}", record.teams.join(", "))).await;
     }
 
-    let key = if user.spec.key.enabled { Some(sync_key(user, ctx, &user_id, &keys, &marker, previous).await?) } else { None };
+    let key =
+        if user.spec.key.enabled { Some(sync_key(user, ctx, &user_id, &keys, &marker, previous).await?) } else { None };
     if let Some(Err(message)) = &key {
-        return Ok(stalled("SecretConflict", message.clone()));
+        return Ok(Synced {
+            outcome: Outcome::Stalled { reason: "SecretConflict", message: message.clone() },
+            user_id: Some(user_id),
+            record: Some(record),
+            key: None,
+            uncleared: changes.uncleared,
+            created,
+        });
     }
     Ok(Synced {
         outcome: Outcome::Ready,
-        user_id,
+        user_id: Some(user_id),
         record: Some(record),
         key: key.and_then(Result::ok),
         uncleared: changes.uncleared,
+        created,
     })
 }
 
@@ -413,7 +446,10 @@ async fn sync_key(
     let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
     let secret_name = user.key_secret_name();
     let owned_by_me = |secret: &Secret| {
-        secret.owner_references().iter().any(|o| Some(&o.uid) == user.metadata.uid.as_ref() && o.controller == Some(true))
+        secret
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == user.metadata.uid.as_ref() && o.controller == Some(true))
     };
 
     let existing = secrets.get_opt(&secret_name).await.map_err(kube_err("read the key Secret"))?;
@@ -436,7 +472,9 @@ async fn sync_key(
             let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
             match existing {
                 None => secrets.create(&pp, &secret).await.map_err(kube_err("create the key Secret"))?,
-                Some(_) => secrets.replace(&secret_name, &pp, &secret).await.map_err(kube_err("rewrite the key Secret"))?,
+                Some(_) => {
+                    secrets.replace(&secret_name, &pp, &secret).await.map_err(kube_err("rewrite the key Secret"))?
+                }
             };
             key
         }
@@ -450,9 +488,16 @@ async fn sync_key(
         }
         ctx.litellm.key_register(user_id, &key, &extra).await?;
         info!(user_id, key_hash = %hash, "registered key");
-        ctx.event(user, EventType::Normal, "KeyIssued", format!("Issued a key ({}) into Secret {secret_name}", short(&hash))).await;
+        ctx.event(
+            user,
+            EventType::Normal,
+            "KeyIssued",
+            format!("Issued a key ({}) into Secret {secret_name}", short(&hash)),
+        )
+        .await;
     }
-    let stale: Vec<String> = registered.iter().filter(|k| k.token != hash && !k.token.is_empty()).map(|k| k.token.clone()).collect();
+    let stale: Vec<String> =
+        registered.iter().filter(|k| k.token != hash && !k.token.is_empty()).map(|k| k.token.clone()).collect();
     if !stale.is_empty() {
         ctx.litellm.key_delete(&stale).await?;
         info!(user_id, count = stale.len(), "revoked keys not held by the Secret");
@@ -460,12 +505,11 @@ async fn sync_key(
         ctx.event(user, EventType::Normal, "KeyRevoked", format!("Revoked keys {}", hashes.join(", "))).await;
     }
     // A renamed Secret: the old one no longer holds a valid key.
-    if let Some(old) = previous.key_secret_name.as_ref().filter(|old| **old != secret_name) {
-        if let Some(secret) = secrets.get_opt(old).await.map_err(kube_err("read the previous key Secret"))?
-            && owned_by_me(&secret)
-        {
-            secrets.delete(old, &Default::default()).await.map_err(kube_err("delete the previous key Secret"))?;
-        }
+    if let Some(old) = previous.key_secret_name.as_ref().filter(|old| **old != secret_name)
+        && let Some(secret) = secrets.get_opt(old).await.map_err(kube_err("read the previous key Secret"))?
+        && owned_by_me(&secret)
+    {
+        secrets.delete(old, &Default::default()).await.map_err(kube_err("delete the previous key Secret"))?;
     }
     Ok(Ok((secret_name, hash)))
 }
@@ -485,8 +529,12 @@ async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
         info!(user_id, "resource deleted; LiteLLM user retained");
         return Ok(Action::await_change());
     }
+    let claimed = user.status.as_ref().and_then(|s| s.user_id.as_deref()) == Some(user_id.as_str());
     match ctx.litellm.user_info(&user_id).await? {
-        Some((record, _)) if desired::marked_owner(&record.metadata) == Some(me.as_str()) => {
+        Some((record, _))
+            if desired::marked_owner(&record.metadata) == Some(me.as_str())
+                || (claimed && desired::marked_owner(&record.metadata).is_none()) =>
+        {
             let existed = ctx.litellm.user_delete(&user_id).await?;
             info!(user_id, existed, "deleted LiteLLM user");
         }
@@ -504,8 +552,12 @@ async fn release_secret(user: &LiteLLMUser, ctx: &Context, namespace: &str) -> R
     let uid = user.metadata.uid.clone().unwrap_or_default();
     if secret.owner_references().iter().any(|o| o.uid == uid) {
         let remaining: Vec<_> = secret.owner_references().iter().filter(|o| o.uid != uid).cloned().collect();
-        let patch = json!({ "metadata": { "ownerReferences": remaining, "resourceVersion": secret.resource_version() } });
-        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_err("release the key Secret"))?;
+        let patch =
+            json!({ "metadata": { "ownerReferences": remaining, "resourceVersion": secret.resource_version() } });
+        secrets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err("release the key Secret"))?;
     }
     Ok(())
 }

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end suite: the built operator against a real kube-apiserver and real LiteLLM proxies.
+#
+#   hack/e2e.sh                      start the test bed, run the suite on each LiteLLM version, stop everything
+#   KUBECONFIG=... E2E_EXISTING_CLUSTER=1 hack/e2e.sh
+#                                    use an existing cluster (kind, k3d, a real one) instead of the local
+#                                    control plane; the CRD is applied to it, test namespaces are e2e-*
+#
+# Environment: LITELLM_VERSIONS (default "1.108.7 1.80.5": the newest installable proxy and one of the older
+# generation), LITELLM_TESTBED_DIR (default ../shared/testbed/litellm beside the repository), E2E_STATE_DIR
+# (default a new temporary directory), CARGO_TARGET_DIR.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+LITELLM_TESTBED_DIR="${LITELLM_TESTBED_DIR:-$ROOT/../shared/testbed/litellm}"
+VERSIONS="${LITELLM_VERSIONS:-1.108.7 1.80.5}"
+STATE="${E2E_STATE_DIR:-$(mktemp -d /tmp/litellm-operator-e2e.XXXXXX)}"
+mkdir -p "$STATE"
+log() { printf '[e2e] %s\n' "$*" >&2; }
+phase_start=$SECONDS
+phase() { log "$1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
+
+started_kube=""
+started_proxies=()
+cleanup() {
+  local code=$?
+  for dir in "${started_proxies[@]}"; do bash "$LITELLM_TESTBED_DIR/down.sh" "$dir" >/dev/null 2>&1 || true; done
+  if [ -n "$started_kube" ]; then bash "$ROOT/hack/kube-testbed.sh" down "$STATE/kube" || true; fi
+  if [ "$code" -ne 0 ]; then
+    log "failed; logs are in $STATE (operator logs in $STATE/operator-logs, proxies in $STATE/litellm-*/logs)"
+  fi
+  exit "$code"
+}
+trap cleanup EXIT
+
+# 1. The operator binary and the suite, built once.
+cargo build --quiet --bin litellm-operator
+cargo test --quiet --test e2e --no-run
+OPERATOR_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/litellm-operator"
+export OPERATOR_BIN
+phase "build"
+
+# 2. The LiteLLM proxies start in the background while Kubernetes comes up.
+port=4400
+declare -A proxy_env
+for version in $VERSIONS; do
+  dir="$STATE/litellm-$version"
+  mkdir -p "$dir"
+  started_proxies+=("$dir")
+  bash "$LITELLM_TESTBED_DIR/up.sh" "$dir" --version "$version" --port "$port" --pg-port $((port + 51000)) \
+    >"$dir.env" 2>"$dir.up.log" &
+  proxy_env[$version]="$dir.env:$!"
+  port=$((port + 1))
+done
+
+# 3. Kubernetes: the local control plane, or the cluster KUBECONFIG names.
+if [ "${E2E_EXISTING_CLUSTER:-}" = 1 ]; then
+  log "using the existing cluster in ${KUBECONFIG:-~/.kube/config}"
+else
+  started_kube=1
+  eval "$(bash "$ROOT/hack/kube-testbed.sh" up "$STATE/kube")"
+  export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"
+fi
+kubectl apply -f crds/litellmuser.yaml >&2
+kubectl wait --for=condition=Established --timeout=60s crd/litellmusers.litellm-operator.io >&2
+phase "kubernetes"
+
+# 4. The suite, once per proxy version.
+failed=0
+for version in $VERSIONS; do
+  IFS=: read -r envfile pid <<<"${proxy_env[$version]}"
+  if ! wait "$pid"; then
+    log "LiteLLM $version did not start:"; tail -n 40 "${envfile%.env}.up.log" >&2; exit 1
+  fi
+  phase "LiteLLM $version start (overlapping the steps above)"
+  (
+    # shellcheck disable=SC1090
+    source "$envfile"
+    export E2E_LOG_DIR="$STATE/operator-logs/$version"
+    log "suite against LiteLLM $LITELLM_VERSION at $LITELLM_URL"
+    cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}"
+  ) || failed=1
+  phase "suite on LiteLLM $version"
+done
+exit "$failed"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting and lints, unit tests, the generated-files check, and the
+# end-to-end suite on the real test bed (hack/e2e.sh). Prints how long each phase took.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+start=$SECONDS
+phase() { printf '[test] %s: %d s\n' "$1" $((SECONDS - start)) >&2; start=$SECONDS; }
+
+cargo fmt --all -- --check
+cargo clippy --quiet --all-targets -- -D warnings
+phase "format and lints"
+
+cargo test --quiet
+phase "unit tests"
+
+bash hack/generate.sh --check
+phase "generated files are fresh"
+
+bash hack/e2e.sh
+phase "end-to-end suite"

@@ -1,0 +1,359 @@
+//! Harness for the end-to-end suite: the built operator binary as a real process, a real API server (from
+//! `KUBECONFIG`) and a real LiteLLM proxy (`LITELLM_URL`, `LITELLM_MASTER_KEY`). Each test gets a namespace
+//! of its own and an operator that watches only that namespace, so tests run in parallel without seeing each
+//! other. Waiting is always for a condition with a deadline, never a fixed sleep.
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU16, Ordering},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use litellm_operator::crd::LiteLLMUser;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set; run the suite with hack/e2e.sh"))
+}
+
+/// Waits until `check` returns `Some`, or fails the test with `what` after the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A raw client for the LiteLLM proxy, to check the proxy's side independently of the operator.
+#[derive(Clone)]
+pub struct Proxy {
+    pub url: String,
+    master_key: String,
+    http: reqwest::Client,
+}
+
+impl Proxy {
+    pub fn from_env() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Proxy { url: env("LITELLM_URL"), master_key: env("LITELLM_MASTER_KEY"), http: reqwest::Client::new() }
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(&self.master_key.clone(), method, path, body).await
+    }
+
+    pub async fn call_as(&self, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("LiteLLM proxy reachable");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The user row, or `None` when the proxy has no such user (404, or the older proxies' stub).
+    pub async fn user(&self, user_id: &str) -> Option<(Value, Vec<String>)> {
+        let (status, body) =
+            self.call(reqwest::Method::GET, &format!("/user/info?user_id={}", urlencode(user_id)), None).await;
+        if status == 404 {
+            return None;
+        }
+        assert_eq!(status, 200, "user/info {user_id}: {body}");
+        let info = body.get("user_info").cloned().unwrap_or(Value::Null);
+        info.get("user_id").and_then(Value::as_str)?;
+        let keys = body["keys"]
+            .as_array()
+            .map(|keys| keys.iter().filter_map(|k| k["token"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        Some((info, keys))
+    }
+
+    pub async fn update(&self, body: Value) {
+        let (status, answer) = self.call(reqwest::Method::POST, "/user/update", Some(body)).await;
+        assert_eq!(status, 200, "user/update: {answer}");
+    }
+
+    pub async fn create_team(&self, team_id: &str) {
+        let (status, answer) = self
+            .call(reqwest::Method::POST, "/team/new", Some(json!({ "team_id": team_id, "team_alias": team_id })))
+            .await;
+        assert!(status == 200 || status == 400 || status == 409, "team/new {team_id}: {status} {answer}");
+    }
+
+    /// Status code of `/key/info` when authenticating with `key` itself.
+    pub async fn key_works(&self, key: &str) -> Option<String> {
+        let (status, body) = self.call_as(key, reqwest::Method::GET, "/key/info", None).await;
+        (status == 200).then(|| body["info"]["user_id"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+pub fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A namespace of the test's own, deleted at the end of the test.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+static COUNTER: AtomicU16 = AtomicU16::new(0);
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = Client::try_default().await.expect("KUBECONFIG points at a reachable cluster");
+        let suffix = format!(
+            "{:x}{:x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+                % 0xfffff,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let name = format!("e2e-{prefix}-{suffix}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+        namespaces.create(&PostParams::default(), &ns).await.expect("create test namespace");
+        TestNamespace { name, client }
+    }
+
+    pub fn users(&self) -> Api<LiteLLMUser> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn user_id(&self, name: &str) -> String {
+        format!("{}.{name}", self.name)
+    }
+
+    /// Creates or updates a LiteLLMUser from a spec, as `kubectl apply --server-side` would.
+    pub async fn apply(&self, name: &str, spec: Value) -> LiteLLMUser {
+        let object = json!({
+            "apiVersion": "litellm-operator.io/v1alpha1",
+            "kind": "LiteLLMUser",
+            "metadata": { "name": name },
+            "spec": spec,
+        });
+        self.users()
+            .patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|err| panic!("apply {name}: {err}"))
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.users().delete(name, &DeleteParams::default()).await.expect("delete LiteLLMUser");
+    }
+
+    /// Waits for a condition of `name` to have `status`, and returns the resource then.
+    pub async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> LiteLLMUser {
+        let users = self.users();
+        wait_for(&format!("{name} to have {type_}={status}"), DEADLINE, || {
+            let users = users.clone();
+            async move {
+                let user = users.get_opt(name).await.ok().flatten()?;
+                let generation = user.metadata.generation;
+                let st = user.status.as_ref()?;
+                let found = st.conditions.iter().any(|c| {
+                    c.type_ == type_ && c.status == status && (c.observed_generation == generation || type_ != "Ready")
+                });
+                found.then_some(user)
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_reason(&self, name: &str, reason: &str) -> LiteLLMUser {
+        let users = self.users();
+        wait_for(&format!("{name} to have Ready reason {reason}"), DEADLINE, || {
+            let users = users.clone();
+            async move {
+                let user = users.get_opt(name).await.ok().flatten()?;
+                let ready = user.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
+                (ready.reason == reason).then_some(user)
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_gone(&self, name: &str) {
+        let users = self.users();
+        wait_for(&format!("{name} to be deleted"), DEADLINE, || {
+            let users = users.clone();
+            async move { users.get_opt(name).await.ok().and_then(|u| u.is_none().then_some(())) }
+        })
+        .await
+    }
+
+    /// The key held in a Secret, once the Secret exists.
+    pub async fn key(&self, secret: &str) -> String {
+        let secrets = self.secrets();
+        wait_for(&format!("Secret {secret}"), DEADLINE, || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets.get_opt(secret).await.ok().flatten()?;
+                let bytes = s.data?.get("LITELLM_API_KEY")?.0.clone();
+                String::from_utf8(bytes).ok()
+            }
+        })
+        .await
+    }
+
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.name);
+        let list = events.list(&Default::default()).await.expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Best effort, in the background: the namespace controller removes what is left.
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The operator binary as a real process, watching one namespace.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+pub struct OperatorOptions {
+    pub litellm_url: String,
+    pub master_key: String,
+}
+
+impl OperatorOptions {
+    pub fn from_env() -> Self {
+        OperatorOptions { litellm_url: env("LITELLM_URL"), master_key: env("LITELLM_MASTER_KEY") }
+    }
+}
+
+impl Operator {
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, OperatorOptions::from_env())
+    }
+
+    pub fn start_with(namespace: &str, options: OperatorOptions) -> Self {
+        let dir = std::env::var("E2E_LOG_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+        let _ = std::fs::create_dir_all(&dir);
+        let log = dir.join(format!("operator-{namespace}-{}.log", COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::File::create(&log).expect("operator log file");
+        let child = Command::new(env("OPERATOR_BIN"))
+            .args(["run", "--namespaces", namespace, "--resync-interval", "3s", "--litellm-timeout", "5s"])
+            .env("LITELLM_URL", &options.litellm_url)
+            .env("LITELLM_MASTER_KEY", &options.master_key)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start the operator binary");
+        Operator { child, log }
+    }
+
+    /// SIGKILL: the process dies at whatever line it is on.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP relay in front of the proxy that a test can stop and start, so the proxy seems to go away for one
+/// operator only, without disturbing tests that share the proxy.
+pub struct Relay {
+    pub port: u16,
+    target: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    pub async fn start(target_url: &str) -> Self {
+        let target = target_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let mut relay = Relay { port, target, task: None };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let target = self.target.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in this set, so stopping the relay also cuts open keep-alive connections.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        }));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops accepting: new connections are refused, as if the proxy were down.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    pub async fn resume(&mut self) {
+        let listener = wait_for("the relay port to be free again", DEADLINE, || async {
+            TcpListener::bind(("127.0.0.1", self.port)).await.ok()
+        })
+        .await;
+        self.serve(listener);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
