@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane for tests: etcd + kube-apiserver + kube-controller-manager,
-# built from the k8s.io/kubernetes Go module (no Docker needed), plus kubectl from the same build.
+# built from the k8s.io/kubernetes Go module (no Docker needed), plus kubectl from the same build and helm.
 #
 #   hack/kube-testbed.sh build            build (cached) and print the binary's path
 #   hack/kube-testbed.sh up STATE_DIR     start, wait for /readyz, print `export KUBECONFIG=...` lines
@@ -17,12 +17,25 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${KUBE_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/litellm-operator/kube-testcp}"
 log() { printf '[kube-testbed] %s\n' "$*" >&2; }
 
+HELM_VERSION="${HELM_VERSION:-3.22.0}"
+
+# helm, built from its Go module and linked into the control plane's bin directory.
+helm_build() {
+  local bin_dir="$1" helm="$CACHE/helm-v$HELM_VERSION/helm"
+  if [ ! -x "$helm" ]; then
+    log "building helm v$HELM_VERSION"
+    GOBIN="$(dirname "$helm")" CGO_ENABLED=0 go install -trimpath "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >&2
+  fi
+  ln -sf "$helm" "$bin_dir/helm"
+}
+
 build() {
   local stamp bin_dir bin
-  stamp="$(sha256sum "$HERE/kube-testcp/main.go" "$0" | sha256sum | cut -c1-16)"
+  # Content only (not paths), so every clone shares one cached build.
+  stamp="$(cat "$HERE/kube-testcp/main.go" "$0" | sha256sum | cut -c1-16)"
   bin_dir="$CACHE/v$K8S-$stamp"
   bin="$bin_dir/kube-testcp"
-  if [ -x "$bin" ]; then echo "$bin"; return; fi
+  if [ -x "$bin" ]; then helm_build "$bin_dir"; echo "$bin"; return; fi
   command -v go >/dev/null || { log "go is required to build the control plane"; exit 1; }
   log "building kube-apiserver, kube-controller-manager and kubectl v$K8S (cold: about 10 minutes)"
   local work started=$SECONDS
@@ -53,6 +66,7 @@ build() {
   )
   mv "$bin.tmp" "$bin"
   ln -sf kube-testcp "$bin_dir/kubectl"
+  helm_build "$bin_dir"
   log "built in $((SECONDS - started)) s: $bin"
   echo "$bin"
 }

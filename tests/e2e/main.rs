@@ -24,7 +24,9 @@ async fn create_gives_ready_user_and_a_working_key() {
     let proxy = Proxy::from_env();
     ns.apply("alice", json!({ "userAlias": "Alice", "maxBudget": 25, "budgetDuration": "30d", "models": ["gpt-4o"] }))
         .await;
+    assert!(ns.kubectl_wait_ready("alice"), "kubectl wait --for=condition=Ready");
     let user = ns.wait_condition("alice", "Ready", "True").await;
+    assert_eq!(ns.kstatus("alice"), "Current");
     let status = user.status.unwrap();
     let user_id = ns.user_id("alice");
     assert_eq!(status.user_id.as_deref(), Some(user_id.as_str()));
@@ -213,6 +215,7 @@ async fn existing_users_are_adopted_only_when_allowed() {
 
     ns.apply("grace", json!({ "userId": user_id, "maxBudget": 50 })).await;
     let user = ns.wait_reason("grace", "UserExists").await;
+    assert_eq!(ns.kstatus("grace"), "Failed", "kstatus reads Stalled as Failed");
     assert!(user.status.unwrap().conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"));
     let (info, keys) = proxy.user(&user_id).await.unwrap();
     assert_eq!(info["max_budget"].as_f64(), Some(3.0), "refused adoption leaves the user untouched");
@@ -300,12 +303,14 @@ async fn an_unreachable_proxy_is_reported_and_recovered_from() {
     let conditions = judy.status.unwrap().conditions;
     assert!(conditions.iter().any(|c| c.type_ == "Reconciling" && c.status == "True"));
     ns.wait_reason("ivan", "LiteLLMUnavailable").await;
+    assert_eq!(ns.kstatus("judy"), "InProgress", "kstatus sees a resource still being worked on");
     let events = ns.events("judy").await;
     assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "LiteLLMUnavailable"), "{events:?}");
 
     relay.resume().await;
     ns.wait_condition("judy", "Ready", "True").await;
     ns.wait_condition("ivan", "Ready", "True").await;
+    assert_eq!(ns.kstatus("judy"), "Current");
     assert!(proxy.user(&ns.user_id("judy")).await.is_some());
 }
 
@@ -411,4 +416,50 @@ async fn invalid_manifests_are_refused_by_the_api_server() {
     refused += 1;
     println!("{refused} invalid manifests refused");
     assert!(refused >= 15);
+}
+
+/// Runs alone (hack/e2e.sh runs `serial_` tests after the others): it stops the shared proxy process itself.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn serial_proxy_process_stopped_and_resumed() {
+    let ns = TestNamespace::new("stopped").await;
+    let _operator = Operator::start(&ns.name);
+    let proxy = Proxy::from_env();
+    let pid = support::env("LITELLM_PID");
+    ns.apply("nia", json!({ "maxBudget": 1 })).await;
+    ns.wait_condition("nia", "Ready", "True").await;
+
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &pid]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP"); // the proxy process stops answering: requests time out
+    let resumed = scopeguard(|| {
+        let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    });
+    ns.apply("omar", json!({ "maxBudget": 2 })).await;
+    let omar = ns.wait_reason("omar", "LiteLLMUnavailable").await;
+    let ready = omar.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("timed out"), "{}", ready.message);
+    ns.wait_reason("nia", "LiteLLMUnavailable").await;
+    drop(resumed); // SIGCONT
+
+    ns.wait_condition("omar", "Ready", "True").await;
+    ns.wait_condition("nia", "Ready", "True").await;
+    let (info, keys) = proxy.user(&ns.user_id("omar")).await.expect("created after the proxy came back");
+    assert_eq!(info["max_budget"].as_f64(), Some(2.0));
+    assert_eq!(keys.len(), 1);
+}
+
+/// Runs a closure when dropped, so a failing test still resumes the proxy for the tests after it.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -219,6 +219,33 @@ impl TestNamespace {
         .await
     }
 
+    /// kstatus' verdict on a resource (`Current`, `InProgress`, `Failed`, ...), computed by the Go library
+    /// Flux uses (hack/kstatus).
+    pub fn kstatus(&self, name: &str) -> String {
+        let json = Command::new("kubectl")
+            .args(["get", "litellmuser", name, "-n", &self.name, "-o", "json"])
+            .output()
+            .expect("run kubectl");
+        assert!(json.status.success(), "kubectl get: {}", String::from_utf8_lossy(&json.stderr));
+        let mut child = Command::new(env("KSTATUS_BIN"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run kstatus");
+        std::io::Write::write_all(&mut child.stdin.take().expect("kstatus stdin"), &json.stdout).expect("feed kstatus");
+        let out = child.wait_with_output().expect("kstatus output");
+        String::from_utf8_lossy(&out.stdout).split('\t').next().unwrap_or_default().to_owned()
+    }
+
+    /// `kubectl wait --for=condition=Ready` on a resource.
+    pub fn kubectl_wait_ready(&self, name: &str) -> bool {
+        Command::new("kubectl")
+            .args(["wait", "--for=condition=Ready", "--timeout=60s", "-n", &self.name, &format!("litellmuser/{name}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.name);
         let list = events.list(&Default::default()).await.expect("list events");
