@@ -65,6 +65,8 @@ build() {
       -X k8s.io/component-base/version.gitTreeState=clean" . >&2
   )
   mv "$bin.tmp" "$bin"
+  # Older builds of the launcher are dead weight (about 130 MB each).
+  find "$CACHE" -mindepth 1 -maxdepth 1 -name 'v*' ! -name "v$K8S-$stamp" -exec rm -rf {} +
   ln -sf kube-testcp "$bin_dir/kubectl"
   helm_build "$bin_dir"
   log "built in $((SECONDS - started)) s: $bin"

@@ -27,8 +27,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -137,25 +139,42 @@ current-context: testcp
 `, p, filepath.Join(certs, "apiserver.crt"), token)
 	must(os.WriteFile(kubeconfig, []byte(kc), 0o600))
 
-	// 4. kube-controller-manager as a child: it retries until the API server answers.
-	// Pdeathsig ends it with us, whatever way we die.
+	// 4. kube-controller-manager as a child, once the API server has written its serving certificate (the
+	// kubeconfig names it). Pdeathsig ends the child with us; it is tied to the spawning OS thread, so that
+	// goroutine locks its thread and lives as long as the child. A child that dies is restarted.
 	self, err := os.Executable()
 	must(err)
 	cmLog, err := os.Create(filepath.Join(*dir, "controller-manager.log"))
 	must(err)
-	cm := exec.Command(self, "kube-controller-manager",
-		"--kubeconfig="+kubeconfig,
-		"--leader-elect=false",
-		"--secure-port=0",
-		"--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
-		"--service-account-private-key-file="+saKey,
-		"--root-ca-file="+filepath.Join(certs, "apiserver.crt"),
-		"--concurrent-gc-syncs=5",
-	)
-	cm.Stdout, cm.Stderr = cmLog, cmLog
-	cm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	must(cm.Start())
-	defer func() { _ = cm.Process.Kill(); _ = cm.Wait() }()
+	go func() {
+		runtime.LockOSThread()
+		for {
+			for {
+				if _, err := os.Stat(filepath.Join(certs, "apiserver.crt")); err == nil {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			cm := exec.Command(self, "kube-controller-manager",
+				"--kubeconfig="+kubeconfig,
+				"--leader-elect=false",
+				"--secure-port=0",
+				"--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+				"--service-account-private-key-file="+saKey,
+				"--root-ca-file="+filepath.Join(certs, "apiserver.crt"),
+				"--concurrent-gc-syncs=5",
+			)
+			cm.Stdout, cm.Stderr = cmLog, cmLog
+			cm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := cm.Start(); err != nil {
+				fmt.Fprintln(cmLog, "kube-testcp: cannot start the controller manager:", err)
+			} else {
+				_ = cm.Wait()
+				fmt.Fprintln(cmLog, "kube-testcp: controller manager exited; restarting")
+			}
+			time.Sleep(time.Second)
+		}
+	}()
 
 	// 5. kube-apiserver in-process, flags as controller-runtime envtest uses
 	cmd := apiserver.NewAPIServerCommand() // installs its own SIGTERM/SIGINT handling
