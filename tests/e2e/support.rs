@@ -227,11 +227,8 @@ impl TestNamespace {
             .output()
             .expect("run kubectl");
         assert!(json.status.success(), "kubectl get: {}", String::from_utf8_lossy(&json.stderr));
-        let mut child = Command::new(env("KSTATUS_BIN"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run kstatus");
+        let mut child =
+            Command::new(env("KSTATUS_BIN")).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run kstatus");
         std::io::Write::write_all(&mut child.stdin.take().expect("kstatus stdin"), &json.stdout).expect("feed kstatus");
         let out = child.wait_with_output().expect("kstatus output");
         String::from_utf8_lossy(&out.stdout).split('\t').next().unwrap_or_default().to_owned()
