@@ -76,15 +76,14 @@ for version in $VERSIONS; do
     log "LiteLLM $version did not start:"; tail -n 40 "${envfile%.env}.up.log" >&2; exit 1
   fi
   phase "LiteLLM $version start (overlapping the steps above)"
-  (
-    # shellcheck disable=SC1090
-    source "$envfile"
-    export E2E_LOG_DIR="$STATE/operator-logs/$version"
-    log "suite against LiteLLM $LITELLM_VERSION at $LITELLM_URL"
-    cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" --skip serial_
-    # Tests that stop the shared proxy run alone.
-    cargo test --quiet --test e2e -- --ignored --test-threads 1 serial_
-  ) || failed=1
+  # shellcheck disable=SC1090
+  source "$envfile"
+  export E2E_LOG_DIR="$STATE/operator-logs/$version"
+  log "suite against LiteLLM $LITELLM_VERSION at $LITELLM_URL"
+  cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" --skip serial_ || failed=1
+  # Tests that stop the shared proxy run alone.
+  cargo test --quiet --test e2e -- --ignored --test-threads 1 serial_ || failed=1
   phase "suite on LiteLLM $version"
 done
+[ "$failed" = 0 ] || log "the suite failed on at least one LiteLLM version"
 exit "$failed"

@@ -283,6 +283,10 @@ pub struct LiteLLMUserStatus {
     /// where LiteLLM allows it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_fields: Vec<String>,
+    /// Fields the spec no longer sets that keep a value on the proxy, because LiteLLM cannot clear them (see the
+    /// `FieldsNotCleared` condition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncleared_fields: Vec<String>,
     /// `Ready`, `Reconciling` and `Stalled`, as GitOps tools (kstatus, Argo CD, Flux) read them.
     #[schemars(schema_with = "conditions_schema")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

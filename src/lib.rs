@@ -2,5 +2,6 @@
 
 pub mod crd;
 pub mod litellm;
+pub mod metrics;
 pub mod operator;
 pub mod reconcile;

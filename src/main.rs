@@ -1,4 +1,4 @@
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use litellm_operator::{
@@ -55,6 +55,22 @@ struct RunArgs {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Reconcile only while holding a Lease, so that several replicas can run with one active.
+    #[arg(long, env = "LEADER_ELECTION")]
+    leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "LEASE_NAME", default_value = "litellm-operator")]
+    lease_name: String,
+    /// Namespace of the Lease; in a pod, set POD_NAMESPACE from the downward API.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long a leader's Lease lasts without renewal; a standby takes over about this long after the leader
+    /// dies.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -125,7 +141,17 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
         usage_window_days: args.usage_window_days,
         ..Settings::default()
     };
-    operator::run(litellm, args.namespaces, settings).await?;
+    let leader_election = args.leader_election.then(|| operator::LeaderElection {
+        lease_name: args.lease_name.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+        identity: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("litellm-operator-{}", std::process::id())),
+        lease_duration: args.lease_duration,
+    });
+    let config =
+        operator::OperatorConfig { namespaces: args.namespaces, settings, listen: args.listen, leader_election };
+    operator::run(litellm, config).await?;
     Ok(())
 }
 

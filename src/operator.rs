@@ -1,8 +1,17 @@
-//! Process wiring: connects to Kubernetes and LiteLLM, checks the CRD is installed, and runs one controller
-//! per watched namespace (or one for the whole cluster) until SIGTERM or SIGINT.
+//! Process wiring: connects to Kubernetes and LiteLLM, checks the CRD is installed, serves health and metrics,
+//! optionally waits for leadership, and runs one controller per watched namespace (or one for the whole
+//! cluster) until SIGTERM or SIGINT.
 
-use std::sync::Arc;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -10,13 +19,35 @@ use kube::{
     api::ListParams,
     runtime::{Controller, events::Recorder, events::Reporter, watcher},
 };
-use tracing::{info, warn};
+use kube_lease_manager::LeaseManagerBuilder;
+use tracing::{error, info, warn};
 
 use crate::{
     crd::LiteLLMUser,
     litellm::LiteLlmClient,
+    metrics::Metrics,
     reconcile::{self, Context, Settings, keys},
 };
+
+/// Only one replica reconciles when leader election is on: the holder of this Lease.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// This replica's name in the Lease, usually the pod name.
+    pub identity: String,
+    pub lease_duration: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Namespaces to watch; all when empty.
+    pub namespaces: Vec<String>,
+    pub settings: Settings,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
+    pub leader_election: Option<LeaderElection>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,38 +57,170 @@ pub enum StartError {
         "the LiteLLMUser CRD is not installed or not readable ({0}); install it with `litellm-operator crd | kubectl apply -f -`"
     )]
     CrdMissing(#[source] kube::Error),
+    #[error("cannot serve metrics and health on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("leader election failed: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader lease; exiting so that another replica takes over")]
+    LostLeadership,
+}
+
+/// What `/readyz` reports: ready once the caches are synced (or this replica is a standby) and the proxy
+/// answers.
+#[derive(Default)]
+struct Health {
+    synced: AtomicBool,
+    standby: AtomicBool,
+    proxy_reachable: AtomicBool,
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+async fn serve_http(listen: SocketAddr, state: HttpState) -> Result<(), StartError> {
+    let app = Router::new()
+        .route("/metrics", get(|State(s): State<HttpState>| async move { metrics_response(&s) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|State(s): State<HttpState>| async move { readiness(&s.health) }))
+        .with_state(state);
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
+    info!(%listen, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            error!(error = %err, "health and metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
+fn metrics_response(state: &HttpState) -> impl IntoResponse + use<> {
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+}
+
+fn readiness(health: &Health) -> (StatusCode, &'static str) {
+    let caches = health.synced.load(Ordering::Relaxed) || health.standby.load(Ordering::Relaxed);
+    match (caches, health.proxy_reachable.load(Ordering::Relaxed)) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet"),
+        (_, false) => (StatusCode::SERVICE_UNAVAILABLE, "LiteLLM proxy not reachable"),
+    }
 }
 
 /// Runs the controllers until a shutdown signal; in-flight reconciles finish first.
-pub async fn run(litellm: LiteLlmClient, namespaces: Vec<String>, settings: Settings) -> Result<(), StartError> {
+pub async fn run(litellm: LiteLlmClient, config: OperatorConfig) -> Result<(), StartError> {
     let client = Client::try_default().await.map_err(StartError::Kube)?;
-    let probe: Api<LiteLLMUser> = match namespaces.first() {
+    let metrics = Arc::new(Metrics::default());
+    let litellm = litellm.with_metrics(metrics.clone());
+    let health = Arc::new(Health::default());
+    serve_http(config.listen, HttpState { metrics: metrics.clone(), health: health.clone() }).await?;
+    tokio::spawn(watch_proxy(litellm.clone(), health.clone()));
+
+    let probe: Api<LiteLLMUser> = match config.namespaces.first() {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     probe.list(&ListParams::default().limit(1)).await.map_err(StartError::CrdMissing)?;
 
+    let lease = match &config.leader_election {
+        Some(election) => {
+            health.standby.store(true, Ordering::Relaxed);
+            let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+                .with_namespace(&election.lease_namespace)
+                .with_identity(&election.identity)
+                .with_duration(election.lease_duration.as_secs().max(2))
+                .with_grace((election.lease_duration.as_secs() / 3).max(1))
+                .with_field_manager(format!("{}-lease", reconcile::FIELD_MANAGER))
+                .build()
+                .await?;
+            let (mut leader, task) = manager.watch().await;
+            info!(lease = election.lease_name, identity = election.identity, "waiting to become the leader");
+            while !*leader.borrow_and_update() {
+                tokio::select! {
+                    changed = leader.changed() => if changed.is_err() { return Err(StartError::LostLeadership) },
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+            health.standby.store(false, Ordering::Relaxed);
+            info!("became the leader");
+            Some((leader, task))
+        }
+        None => None,
+    };
+
+    let controllers = run_controllers(client, litellm, &config, metrics, health);
+    match lease {
+        None => controllers.await,
+        Some((mut leader, task)) => {
+            let lost = async {
+                while leader.changed().await.is_ok() {
+                    if !*leader.borrow_and_update() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                () = controllers => {
+                    // Graceful shutdown: hand the lease over now instead of letting it expire.
+                    drop(leader);
+                    match task.await {
+                        Ok(Ok(_)) => info!("released the leader lease"),
+                        Ok(Err(err)) => warn!(error = %err, "could not release the leader lease"),
+                        Err(err) => warn!(error = %err, "lease task failed"),
+                    }
+                }
+                () = lost => return Err(StartError::LostLeadership),
+            }
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn run_controllers(
+    client: Client,
+    litellm: LiteLlmClient,
+    config: &OperatorConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) {
     let reporter = Reporter {
         controller: reconcile::FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client.clone(), litellm, recorder, settings));
+    let ctx = Arc::new(Context::new(client.clone(), litellm, recorder, config.settings.clone(), metrics));
 
     let scopes: Vec<Option<String>> =
-        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+        if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
     info!(scopes = ?scopes, "starting controllers");
     let secrets_config = watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY_LABEL, keys::MANAGED_BY));
-    let controllers = scopes.into_iter().map(|scope| {
-        let (users, secrets): (Api<LiteLLMUser>, Api<Secret>) = match &scope {
-            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
-        Controller::new(users, watcher::Config::default().any_semantic())
-            .owns(secrets, secrets_config.clone().any_semantic())
-            .shutdown_on_signal()
-            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-            .boxed()
+    let mut stores = Vec::new();
+    let controllers: Vec<_> = scopes
+        .into_iter()
+        .map(|scope| {
+            let (users, secrets): (Api<LiteLLMUser>, Api<Secret>) = match &scope {
+                Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            };
+            let controller = Controller::new(users, watcher::Config::default().any_semantic())
+                .owns(secrets, secrets_config.clone().any_semantic())
+                .shutdown_on_signal();
+            stores.push(controller.store());
+            controller.run(reconcile::reconcile, reconcile::error_policy, ctx.clone()).boxed()
+        })
+        .collect();
+    tokio::spawn(async move {
+        for store in stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        health.synced.store(true, Ordering::Relaxed);
+        info!("caches synced");
     });
     stream::select_all(controllers)
         .for_each(|result| async move {
@@ -66,6 +229,19 @@ pub async fn run(litellm: LiteLlmClient, namespaces: Vec<String>, settings: Sett
             }
         })
         .await;
-    info!("stopped");
-    Ok(())
+}
+
+/// Keeps `proxy_reachable` current for `/readyz`.
+async fn watch_proxy(litellm: LiteLlmClient, health: Arc<Health>) {
+    loop {
+        let reachable = litellm.reachable().await;
+        if health.proxy_reachable.swap(reachable, Ordering::Relaxed) != reachable {
+            if reachable {
+                info!("LiteLLM proxy reachable");
+            } else {
+                warn!("LiteLLM proxy not reachable");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }

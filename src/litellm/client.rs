@@ -1,8 +1,15 @@
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use url::Url;
+
+use crate::metrics::Metrics;
 
 use super::{
     error::{ApiError, error_message},
@@ -45,6 +52,7 @@ pub struct LiteLlmClient {
     http: reqwest::Client,
     base_url: Url,
     master_key: MasterKey,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Result of `POST /user/new`.
@@ -88,7 +96,19 @@ impl LiteLlmClient {
         if !base_url.path().ends_with('/') {
             base_url.set_path(&format!("{}/", base_url.path()));
         }
-        Ok(LiteLlmClient { http, base_url, master_key: config.master_key })
+        Ok(LiteLlmClient { http, base_url, master_key: config.master_key, metrics: None })
+    }
+
+    /// Counts and times every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Whether the proxy answers its unauthenticated liveness probe.
+    pub async fn reachable(&self) -> bool {
+        let Ok(url) = self.base_url.join("health/liveliness") else { return false };
+        self.http.get(url).send().await.is_ok_and(|r| r.status().is_success())
     }
 
     /// `GET /user/info`: the user row and its keys, or `None` when there is no such user (404 on newer proxies,
@@ -178,6 +198,27 @@ impl LiteLlmClient {
     }
 
     async fn call(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<String, ApiError> {
+        let started = Instant::now();
+        let result = self.send(endpoint, method, query, body).await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(ApiError::Status { status, .. }) => status.to_string(),
+                Err(ApiError::Transport { .. }) => "transport".to_owned(),
+                Err(ApiError::Decode { .. }) => "decode".to_owned(),
+            };
+            metrics.litellm_call(endpoint, outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn send(
         &self,
         endpoint: &'static str,
         method: Method,

@@ -244,19 +244,23 @@ pub struct Changes {
     pub changed: Vec<&'static str>,
     /// Fields the spec no longer sets (or sets empty) that LiteLLM cannot clear through its API.
     pub uncleared: Vec<&'static str>,
+    /// Fields `update` tries to clear; older proxies ignore some of these (see `still_set`).
+    pub clearing: Vec<&'static str>,
     pub join_teams: Vec<String>,
     pub leave_teams: Vec<String>,
 }
 
 /// Compares the spec with the user as LiteLLM stores it. `previously` is `status.managedFields`: a field that
 /// was managed and is no longer in the spec is cleared where LiteLLM allows it. `spec_changed` resends the
-/// fields LiteLLM does not report back (object permissions), since their drift cannot be seen.
+/// fields LiteLLM does not report back (object permissions), since their drift cannot be seen. `failed_clears`
+/// (`status.unclearedFields`) are clears the proxy ignored before; they are reported, not sent again.
 pub fn changes(
     spec: &LiteLLMUserSpec,
     user_id: &str,
     marker: &Value,
     actual: &UserRecord,
     previously: &[String],
+    failed_clears: &[String],
     spec_changed: bool,
 ) -> Changes {
     let mut body = Map::new();
@@ -273,9 +277,13 @@ pub fn changes(
             }
             Some(_) => {}
             None if was_managed && !is_empty(&field.actual) => match field.clear {
+                // This proxy ignored the clear before (older proxies ignore null for some fields): say so
+                // instead of sending it again on every resync.
+                Some(_) if failed_clears.iter().any(|f| f == field.spec) => out.uncleared.push(field.spec),
                 Some(clear) => {
                     body.insert(field.api.into(), clear);
                     out.changed.push(field.spec);
+                    out.clearing.push(field.spec);
                 }
                 None => out.uncleared.push(field.spec),
             },
@@ -302,6 +310,16 @@ pub fn changes(
         out.leave_teams = current.difference(&desired).map(|t| (*t).clone()).collect();
     }
     out
+}
+
+/// Of the fields an update tried to clear, those the proxy still has: older proxies ignore an explicit
+/// `null` for `budget_duration`, `tpm_limit` and `rpm_limit`.
+pub fn still_set(spec: &LiteLLMUserSpec, stored: &UserRecord, clearing: &[&'static str]) -> Vec<&'static str> {
+    fields(spec, stored)
+        .into_iter()
+        .filter(|f| clearing.contains(&f.spec) && !is_empty(&f.actual))
+        .map(|f| f.spec)
+        .collect()
 }
 
 fn is_empty(value: &Value) -> bool {
@@ -406,7 +424,7 @@ mod tests {
     fn nothing_changes_when_the_proxy_matches() {
         let spec = full_spec();
         let managed = managed_fields(&spec);
-        let changes = changes(&spec, "alice", &marker(), &stored(&spec), &managed, false);
+        let changes = changes(&spec, "alice", &marker(), &stored(&spec), &managed, &[], false);
         assert_eq!(changes, Changes::default());
     }
 
@@ -417,7 +435,7 @@ mod tests {
         actual.max_budget = Some(99.0);
         actual.models = vec!["other".into()];
         actual.spend = 3.0; // report-only, never a drift
-        let c = changes(&spec, "alice", &marker(), &actual, &managed_fields(&spec), false);
+        let c = changes(&spec, "alice", &marker(), &actual, &managed_fields(&spec), &[], false);
         assert_eq!(c.update, Some(json!({"user_id": "alice", "max_budget": 10.0, "models": ["gpt-4o"]})));
         assert_eq!(c.changed, vec!["maxBudget", "models"]);
     }
@@ -432,7 +450,7 @@ mod tests {
         };
         let mut actual = stored(&spec);
         actual.models = vec!["b".into(), "a".into()];
-        let c = changes(&spec, "u", &marker(), &actual, &managed_fields(&spec), false);
+        let c = changes(&spec, "u", &marker(), &actual, &managed_fields(&spec), &[], false);
         assert_eq!(c.update, None);
     }
 
@@ -441,7 +459,7 @@ mod tests {
         let before = full_spec();
         let actual = stored(&before);
         let after = LiteLLMUserSpec { teams: before.teams.clone(), ..Default::default() };
-        let c = changes(&after, "alice", &marker(), &actual, &managed_fields(&before), false);
+        let c = changes(&after, "alice", &marker(), &actual, &managed_fields(&before), &[], false);
         let update = c.update.unwrap();
         assert_eq!(update["max_budget"], Value::Null);
         assert_eq!(update["budget_duration"], Value::Null);
@@ -450,6 +468,7 @@ mod tests {
         assert_eq!(update["model_max_budget"], json!({}));
         // metadata loses the spec's keys and the model limits, keeps the marker
         assert_eq!(update["metadata"], json!({ OWNER_METADATA_KEY: { "owner": "team-a/alice" } }));
+        assert_eq!(c.clearing, vec!["maxBudget", "budgetDuration", "tpmLimit", "rpmLimit", "modelMaxBudget"]);
         for field in
             ["userAlias", "userEmail", "userRole", "models", "maxParallelRequests", "allowedCacheControls", "ssoUserId"]
         {
@@ -466,7 +485,7 @@ mod tests {
             metadata: desired_metadata(&spec, &marker(), None, &[]),
             ..Default::default()
         };
-        let c = changes(&spec, "u", &marker(), &actual, &[], false);
+        let c = changes(&spec, "u", &marker(), &actual, &[], &[], false);
         assert_eq!(c.update, None);
         assert_eq!(c.uncleared, vec!["models"]);
     }
@@ -474,17 +493,17 @@ mod tests {
     #[test]
     fn adoption_keeps_existing_metadata_and_adds_the_marker() {
         let actual = UserRecord { metadata: Map::from_iter([("team".to_owned(), json!("x"))]), ..Default::default() };
-        let c = changes(&LiteLLMUserSpec::default(), "u", &marker(), &actual, &[], false);
+        let c = changes(&LiteLLMUserSpec::default(), "u", &marker(), &actual, &[], &[], false);
         assert_eq!(c.update.unwrap()["metadata"], json!({"team": "x", OWNER_METADATA_KEY: {"owner": "team-a/alice"}}));
     }
 
     #[test]
     fn team_membership_is_diffed_only_when_the_spec_lists_teams() {
         let actual = UserRecord { teams: vec!["a".into(), "b".into()], ..Default::default() };
-        let unset = changes(&LiteLLMUserSpec::default(), "u", &marker(), &actual, &[], false);
+        let unset = changes(&LiteLLMUserSpec::default(), "u", &marker(), &actual, &[], &[], false);
         assert!(unset.join_teams.is_empty() && unset.leave_teams.is_empty());
         let spec = LiteLLMUserSpec { teams: Some(vec!["b".into(), "c".into()]), ..Default::default() };
-        let c = changes(&spec, "u", &marker(), &actual, &[], false);
+        let c = changes(&spec, "u", &marker(), &actual, &[], &[], false);
         assert_eq!(c.join_teams, vec!["c"]);
         assert_eq!(c.leave_teams, vec!["a"]);
     }
@@ -493,8 +512,26 @@ mod tests {
     fn object_permissions_are_resent_only_when_the_spec_changed() {
         let spec = full_spec();
         let actual = stored(&spec);
-        let c = changes(&spec, "alice", &marker(), &actual, &managed_fields(&spec), true);
+        let c = changes(&spec, "alice", &marker(), &actual, &managed_fields(&spec), &[], true);
         assert_eq!(c.update.unwrap()["object_permission"], json!({"vector_stores": ["vs1"]}));
+    }
+
+    #[test]
+    fn a_clear_the_proxy_ignored_is_reported_not_resent() {
+        let actual = UserRecord { tpm_limit: Some(100), ..Default::default() };
+        let spec = LiteLLMUserSpec::default();
+        let previously = ["tpmLimit".to_owned()];
+        let c = changes(&spec, "u", &marker(), &actual, &previously, &previously, false);
+        assert_eq!(c.uncleared, vec!["tpmLimit"]);
+        assert!(c.update.as_ref().is_none_or(|u| u.get("tpm_limit").is_none()), "{:?}", c.update);
+    }
+
+    #[test]
+    fn clears_an_older_proxy_ignored_are_reported() {
+        let stored = UserRecord { tpm_limit: Some(100), max_budget: None, ..Default::default() };
+        let spec = LiteLLMUserSpec::default();
+        assert_eq!(still_set(&spec, &stored, &["maxBudget", "tpmLimit"]), vec!["tpmLimit"]);
+        assert!(still_set(&spec, &stored, &[]).is_empty());
     }
 
     #[test]

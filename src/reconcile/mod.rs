@@ -31,6 +31,7 @@ use tracing::{info, instrument, warn};
 use crate::{
     crd::{DeletionPolicy, LiteLLMUser, LiteLLMUserStatus, UsageSummary},
     litellm::{ApiError, Created, ErrorClass, KeyRecord, LiteLlmClient, UserRecord},
+    metrics::Metrics,
 };
 use conditions::Outcome;
 
@@ -87,6 +88,7 @@ pub struct Context {
     pub litellm: LiteLlmClient,
     pub recorder: Recorder,
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per resource, for exponential backoff; cleared on success.
     failures: Mutex<HashMap<ObjectRef<LiteLLMUser>, u32>>,
     /// When usage was last read per resource, so resyncs do not read it every time.
@@ -94,8 +96,14 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(kube: kube::Client, litellm: LiteLlmClient, recorder: Recorder, settings: Settings) -> Self {
-        Context { kube, litellm, recorder, settings, failures: Mutex::default(), usage_read: Mutex::default() }
+    pub fn new(
+        kube: kube::Client,
+        litellm: LiteLlmClient,
+        recorder: Recorder,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Context { kube, litellm, recorder, settings, metrics, failures: Mutex::default(), usage_read: Mutex::default() }
     }
 
     fn next_backoff(&self, user: &LiteLLMUser, retry_after: Option<Duration>) -> Duration {
@@ -134,16 +142,19 @@ impl Context {
 /// Entry point for the controller: runs the finalizer state machine around `apply` and `cleanup`.
 #[instrument(skip_all, fields(namespace = user.namespace(), name = user.name_any()))]
 pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
     let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
-    finalizer(&api, FINALIZER, user, |event| async {
+    let result = finalizer(&api, FINALIZER, user, |event| async {
         match event {
             finalizer::Event::Apply(user) => apply(&user, &ctx).await,
             finalizer::Event::Cleanup(user) => cleanup(&user, &ctx).await,
         }
     })
     .await
-    .map_err(|err| Error::Finalizer(Box::new(err)))
+    .map_err(|err| Error::Finalizer(Box::new(err)));
+    ctx.metrics.reconciled(result.is_ok(), started.elapsed());
+    result
 }
 
 /// Called when `reconcile` fails (only for errors writing to Kubernetes, or cleanup failing).
@@ -204,6 +215,7 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
         };
         ctx.event(user, EventType::Warning, synced.outcome.reason(), message).await;
     }
+    let reason = synced.outcome.reason();
     let status = next_status(user, ctx, &previous, synced).await;
     if status != previous {
         let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
@@ -213,6 +225,13 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
             .await
             .map_err(kube_err("write status"))?;
     }
+    ctx.metrics.observe_resource(
+        &user.namespace().unwrap_or_default(),
+        &user.name_any(),
+        reason,
+        status.spend,
+        status.max_budget,
+    );
     Ok(action)
 }
 
@@ -280,6 +299,7 @@ async fn next_status(
         status.managed_fields.extend(synced.uncleared.iter().map(|f| f.to_string()));
         status.managed_fields.sort();
         status.managed_fields.dedup();
+        status.uncleared_fields = synced.uncleared.iter().map(|f| f.to_string()).collect();
         status.observed_generation = user.metadata.generation;
     }
     status.conditions =
@@ -372,10 +392,20 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
     }
 
     let spec_changed = previous.observed_generation != user.metadata.generation;
-    let changes = desired::changes(&user.spec, &user_id, &marker, &record, &previous.managed_fields, spec_changed);
+    let changes = desired::changes(
+        &user.spec,
+        &user_id,
+        &marker,
+        &record,
+        &previous.managed_fields,
+        &previous.uncleared_fields,
+        spec_changed,
+    );
     let mut record = record;
+    let mut uncleared = changes.uncleared.clone();
     if let Some(update) = &changes.update {
         if let Some(stored) = ctx.litellm.user_update(update).await? {
+            uncleared.extend(desired::still_set(&user.spec, &stored, &changes.clearing));
             record = stored;
         }
         info!(user_id, fields = ?changes.changed, "updated LiteLLM user");
@@ -400,7 +430,7 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
             user_id: Some(user_id),
             record: Some(record),
             key: None,
-            uncleared: changes.uncleared,
+            uncleared,
             created,
         });
     }
@@ -409,7 +439,7 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
         user_id: Some(user_id),
         record: Some(record),
         key: key.and_then(Result::ok),
-        uncleared: changes.uncleared,
+        uncleared,
         created,
     })
 }
@@ -524,6 +554,7 @@ async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
     let me = format!("{namespace}/{}", user.name_any());
     let user_id = user.status.as_ref().and_then(|s| s.user_id.clone()).unwrap_or_else(|| user.litellm_user_id());
+    ctx.metrics.forget_resource(&namespace, &user.name_any());
     if user.spec.deletion_policy == DeletionPolicy::Retain {
         release_secret(user, ctx, &namespace).await?;
         info!(user_id, "resource deleted; LiteLLM user retained");

@@ -269,17 +269,30 @@ impl Drop for TestNamespace {
 pub struct Operator {
     child: Child,
     pub log: PathBuf,
+    /// Where its /metrics, /healthz and /readyz are served.
+    pub http_port: u16,
 }
 
 pub struct OperatorOptions {
     pub litellm_url: String,
     pub master_key: String,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl OperatorOptions {
     pub fn from_env() -> Self {
-        OperatorOptions { litellm_url: env("LITELLM_URL"), master_key: env("LITELLM_MASTER_KEY") }
+        OperatorOptions {
+            litellm_url: env("LITELLM_URL"),
+            master_key: env("LITELLM_MASTER_KEY"),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl Operator {
@@ -292,16 +305,34 @@ impl Operator {
         let _ = std::fs::create_dir_all(&dir);
         let log = dir.join(format!("operator-{namespace}-{}.log", COUNTER.fetch_add(1, Ordering::Relaxed)));
         let file = std::fs::File::create(&log).expect("operator log file");
+        let http_port = free_port();
+        let listen = format!("127.0.0.1:{http_port}");
         let child = Command::new(env("OPERATOR_BIN"))
             .args(["run", "--namespaces", namespace, "--resync-interval", "3s", "--litellm-timeout", "5s"])
+            .args(["--listen", &listen])
+            .args(&options.extra_args)
             .env("LITELLM_URL", &options.litellm_url)
             .env("LITELLM_MASTER_KEY", &options.master_key)
             .env("RUST_LOG", "info")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("start the operator binary");
-        Operator { child, log }
+        Operator { child, log, http_port }
+    }
+
+    /// GET on the operator's own HTTP server: status and body.
+    pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.http_port)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// SIGTERM: a graceful shutdown.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
     }
 
     /// SIGKILL: the process dies at whatever line it is on.
