@@ -215,8 +215,17 @@ async fn run_controllers(
         .collect();
     tokio::spawn(async move {
         for store in stores {
-            if store.wait_until_ready().await.is_err() {
-                return;
+            // kube-runtime's readiness signal wakes only the last task that polled it (the controller's own
+            // runner also waits on it), so poll again every second rather than wait for a wake-up.
+            loop {
+                match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(err)) => {
+                        warn!(error = %err, "a watch ended before its first list");
+                        return;
+                    }
+                    Err(_) => continue,
+                }
             }
         }
         health.synced.store(true, Ordering::Relaxed);
