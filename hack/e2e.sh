@@ -64,11 +64,30 @@ else
   eval "$(bash "$ROOT/hack/kube-testbed.sh" up "$STATE/kube")"
   export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"
 fi
-kubectl apply -f crds/litellmuser.yaml >&2
-kubectl wait --for=condition=Established --timeout=60s crd/litellmusers.litellm-operator.io >&2
 phase "kubernetes"
 
-# 4. The suite, once per proxy version.
+# 4. The chart, checked and then installed as a user would. The Deployment cannot run here (no kubelet), so
+#    every operator process of the suite runs with a token of the chart's ServiceAccount: the suite passes
+#    only if the chart's RBAC is enough.
+helm version --short >&2
+bash hack/chart-check.sh
+helm upgrade --install litellm-operator charts/litellm-operator -n litellm-system --create-namespace --wait=false \
+  --set litellm.url=http://127.0.0.1:4400 --set litellm.masterKeySecret.name=litellm-master-key \
+  --set leaderElection.enabled=true >&2
+kubectl wait --for=condition=Established --timeout=60s crd/litellmusers.litellm-operator.io >&2
+OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
+kubectl config view --minify --raw --flatten >"$OPERATOR_KUBECONFIG"
+kubectl --kubeconfig "$OPERATOR_KUBECONFIG" config set-credentials litellm-operator \
+  --token="$(kubectl -n litellm-system create token litellm-operator --duration=3h)" >/dev/null
+kubectl --kubeconfig "$OPERATOR_KUBECONFIG" config set-context --current --user=litellm-operator >/dev/null
+export OPERATOR_KUBECONFIG E2E_LEASE_NAMESPACE=litellm-system
+# The token really is limited: it may not, say, read the cluster's RBAC.
+if kubectl --kubeconfig "$OPERATOR_KUBECONFIG" get clusterroles >/dev/null 2>&1; then
+  log "the chart's ServiceAccount can list ClusterRoles: its RBAC is wider than the chart says"; exit 1
+fi
+phase "chart"
+
+# 5. The suite, once per proxy version.
 failed=0
 for version in $VERSIONS; do
   IFS=: read -r envfile pid <<<"${proxy_env[$version]}"

@@ -17,5 +17,8 @@ phase "unit tests"
 bash hack/generate.sh --check
 phase "generated files are fresh"
 
+bash hack/static-build.sh
+phase "static binary, built as the Dockerfile builds it"
+
 bash hack/e2e.sh
-phase "end-to-end suite"
+phase "end-to-end suite (with the chart checks)"

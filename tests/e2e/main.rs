@@ -512,17 +512,22 @@ async fn health_and_metrics_are_served() {
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn one_leader_reconciles_and_a_standby_takes_over() {
     let ns = TestNamespace::new("leader").await;
+    // With the chart's RBAC, leases live in the chart's namespace; one lease per test.
+    let lease_namespace = std::env::var("E2E_LEASE_NAMESPACE").unwrap_or_else(|_| ns.name.clone());
     let replica = |name: &str| {
         let mut options = OperatorOptions::from_env();
-        options.extra_args =
-            ["--leader-election", "--lease-namespace", &ns.name, "--lease-duration", "6s"].map(String::from).to_vec();
+        options.extra_args = ["--leader-election", "--lease-namespace", &lease_namespace, "--lease-name", &ns.name]
+            .into_iter()
+            .chain(["--lease-duration", "6s"])
+            .map(String::from)
+            .collect();
         options.env = vec![("POD_NAME".into(), name.into())];
         Operator::start_with(&ns.name, options)
     };
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(ns.client.clone(), &ns.name);
+        kube::Api::namespaced(ns.client.clone(), &lease_namespace);
     let holder = || async {
-        let lease = leases.get_opt("litellm-operator").await.ok().flatten()?;
+        let lease = leases.get_opt(&ns.name).await.ok().flatten()?;
         lease.spec?.holder_identity.filter(|h| !h.is_empty())
     };
     let mut a = replica("replica-a");
@@ -560,4 +565,79 @@ async fn one_leader_reconciles_and_a_standby_takes_over() {
     ns.apply("sam", json!({})).await;
     ns.wait_condition("sam", "Ready", "True").await;
     c.kill();
+}
+
+/// Every example in examples/ is applied as a user would (kubectl apply -f / -k) and must become Ready; the
+/// Argo CD health check (examples/argocd/health.lua) is run by a real Lua interpreter on the results.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn examples_apply_and_become_ready() {
+    let ns = TestNamespace::new("examples").await;
+    let _operator = Operator::start(&ns.name);
+    let proxy = Proxy::from_env();
+    let root = env!("CARGO_MANIFEST_DIR");
+    // adopt.yaml takes over a user that exists before the operator: make one.
+    let (status, body) = proxy
+        .call(
+            Method::POST,
+            "/user/new",
+            Some(json!({ "user_id": "legacy-user@example.com", "auto_create_key": false })),
+        )
+        .await;
+    assert!(status == 200 || status == 409, "{status} {body}");
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl").args(args).args(["-n", &ns.name]).output().expect("kubectl");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    for file in ["minimal.yaml", "budgeted.yaml", "custom-secret.yaml", "retain.yaml", "adopt.yaml"] {
+        kubectl(&["apply", "-f", &format!("{root}/examples/{file}")]);
+    }
+    for overlay in ["staging", "production"] {
+        kubectl(&["apply", "-k", &format!("{root}/examples/kustomize/overlays/{overlay}")]);
+    }
+    let names = [
+        "alice",
+        "data-science-bot",
+        "chat-frontend",
+        "long-lived-service",
+        "legacy-user",
+        "support-bot-staging",
+        "search-indexer-staging",
+        "support-bot-production",
+        "search-indexer-production",
+    ];
+    for name in names {
+        ns.wait_condition(name, "Ready", "True").await;
+        assert_eq!(argocd_health(&ns, name), "Healthy", "{name}");
+    }
+    ns.key("chat-frontend-llm").await;
+    let (info, _) = proxy.user(&ns.user_id("support-bot-production")).await.expect("production user");
+    assert_eq!(info["max_budget"].as_f64(), Some(250.0), "the production overlay's budget");
+    let (info, _) = proxy.user(&ns.user_id("support-bot-staging")).await.expect("staging user");
+    assert_eq!((info["max_budget"].as_f64(), info["budget_duration"].as_str()), (Some(2.0), Some("1d")));
+
+    // A resource the operator cannot sync is Degraded for Argo CD.
+    ns.apply("conflicting", json!({ "userId": "legacy-user@example.com" })).await;
+    ns.wait_reason("conflicting", "OwnedByAnotherResource").await;
+    assert_eq!(argocd_health(&ns, "conflicting"), "Degraded");
+    // Retained users stay behind on purpose; remove them so reruns start clean.
+    for name in ["long-lived-service", "support-bot-production", "search-indexer-production"] {
+        proxy.call(Method::POST, "/user/delete", Some(json!({ "user_ids": [ns.user_id(name)] }))).await;
+    }
+}
+
+fn argocd_health(ns: &TestNamespace, name: &str) -> String {
+    let json = std::process::Command::new("kubectl")
+        .args(["get", "litellmuser", name, "-n", &ns.name, "-o", "json"])
+        .output()
+        .expect("kubectl get");
+    let mut child = std::process::Command::new("bash")
+        .arg(format!("{}/hack/argocd-health.sh", env!("CARGO_MANIFEST_DIR")))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the health check");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &json.stdout).expect("feed the health check");
+    let out = child.wait_with_output().expect("health check output");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

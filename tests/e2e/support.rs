@@ -311,6 +311,10 @@ impl Operator {
             .args(["run", "--namespaces", namespace, "--resync-interval", "3s", "--litellm-timeout", "5s"])
             .args(["--listen", &listen])
             .args(&options.extra_args)
+            .env(
+                "KUBECONFIG",
+                std::env::var("OPERATOR_KUBECONFIG").or_else(|_| std::env::var("KUBECONFIG")).unwrap_or_default(),
+            )
             .env("LITELLM_URL", &options.litellm_url)
             .env("LITELLM_MASTER_KEY", &options.master_key)
             .env("RUST_LOG", "info")
