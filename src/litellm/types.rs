@@ -62,6 +62,9 @@ pub struct UserRecord {
     pub sso_user_id: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub object_permission: Map<String, Value>,
+    /// Only in `/user/list` answers.
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub key_count: Option<i64>,
 }
 
 /// A key as `/user/info` lists it: `token` is the SHA-256 of the key, never the key.

@@ -6,6 +6,7 @@
 
 pub mod conditions;
 pub mod desired;
+pub mod directory;
 pub mod keys;
 
 use std::{
@@ -93,6 +94,11 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<LiteLLMUser>, u32>>,
     /// When usage was last read per resource, so resyncs do not read it every time.
     usage_read: Mutex<HashMap<ObjectRef<LiteLLMUser>, Instant>>,
+    /// The resourceVersion our last status write produced, and when: the watch event that write causes needs
+    /// no work.
+    own_writes: Mutex<HashMap<ObjectRef<LiteLLMUser>, (String, Instant)>>,
+    /// Snapshot of all LiteLLM users for cheap resyncs.
+    directory: directory::Directory,
 }
 
 impl Context {
@@ -103,7 +109,17 @@ impl Context {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Context { kube, litellm, recorder, settings, metrics, failures: Mutex::default(), usage_read: Mutex::default() }
+        Context {
+            kube,
+            litellm,
+            recorder,
+            settings,
+            metrics,
+            failures: Mutex::default(),
+            usage_read: Mutex::default(),
+            own_writes: Mutex::default(),
+            directory: directory::Directory::default(),
+        }
     }
 
     fn next_backoff(&self, user: &LiteLLMUser, retry_after: Option<Duration>) -> Duration {
@@ -185,6 +201,9 @@ struct Synced {
 
 async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     let previous = user.status.clone().unwrap_or_default();
+    if let Some(wait) = echo_of_own_write(user, ctx, &previous).await? {
+        return Ok(Action::requeue(wait));
+    }
     let (synced, action) = match sync(user, ctx, &previous).await {
         Ok(synced) => {
             ctx.forget_failures(user);
@@ -221,9 +240,16 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
         let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
         let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
         let patch = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "status": status });
-        api.patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        let written = api
+            .patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(kube_err("write status"))?;
+        if let Some(version) = written.resource_version()
+            && status.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True")
+        {
+            let mut own = ctx.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+            own.insert(ObjectRef::from_obj(user), (version, Instant::now()));
+        }
     }
     ctx.metrics.observe_resource(
         &user.namespace().unwrap_or_default(),
@@ -340,6 +366,18 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
         created: false,
     };
 
+    if let Some(record) = unchanged_since_last_sync(user, ctx, previous, &user_id, &marker).await? {
+        let uncleared = previous.uncleared_fields.iter().filter_map(|f| desired::field_name(f)).collect();
+        return Ok(Synced {
+            outcome: Outcome::Ready,
+            user_id: Some(user_id),
+            record: Some(record),
+            key: previous.key_secret_name.clone().zip(previous.key_hash.clone()),
+            uncleared,
+            created: false,
+        });
+    }
+
     let mut created = false;
     let (record, keys) = match ctx.litellm.user_info(&user_id).await? {
         None => {
@@ -442,6 +480,82 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
         uncleared,
         created,
     })
+}
+
+/// A reconcile triggered by our own status write (or by a Secret event while the resource is unchanged) has
+/// nothing to do if the key Secret still holds the key we registered. Returns how long to wait until the next
+/// resync, or `None` when real work is needed.
+async fn echo_of_own_write(
+    user: &LiteLLMUser,
+    ctx: &Context,
+    previous: &LiteLLMUserStatus,
+) -> Result<Option<Duration>, Error> {
+    let since = {
+        let own = ctx.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        match own.get(&ObjectRef::from_obj(user)) {
+            Some((version, at)) if user.resource_version().as_ref() == Some(version) => at.elapsed(),
+            _ => return Ok(None),
+        }
+    };
+    if since >= ctx.settings.resync || !secret_holds_registered_key(user, ctx, previous).await? {
+        return Ok(None);
+    }
+    Ok(Some(ctx.settings.resync - since))
+}
+
+/// Whether the key Secret (when keys are on) is ours and holds the key whose hash status records.
+async fn secret_holds_registered_key(
+    user: &LiteLLMUser,
+    ctx: &Context,
+    previous: &LiteLLMUserStatus,
+) -> Result<bool, Error> {
+    if !user.spec.key.enabled {
+        return Ok(previous.key_hash.is_none());
+    }
+    let name = user.key_secret_name();
+    if previous.key_secret_name.as_deref() != Some(name.as_str()) {
+        return Ok(false);
+    }
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let Some(secret) = secrets.get_opt(&name).await.map_err(kube_err("read the key Secret"))? else { return Ok(false) };
+    let owned = secret.owner_references().iter().any(|o| Some(&o.uid) == user.metadata.uid.as_ref());
+    Ok(owned && keys::key_in(&secret).map(|key| keys::key_hash(&key)) == previous.key_hash)
+}
+
+/// The cheap resync: when the resource was in sync and its spec has not changed since, one snapshot of all
+/// users (paged `/user/list`) confirms the user still matches, with one key, and the Secret still holds it.
+async fn unchanged_since_last_sync(
+    user: &LiteLLMUser,
+    ctx: &Context,
+    previous: &LiteLLMUserStatus,
+    user_id: &str,
+    marker: &Value,
+) -> Result<Option<UserRecord>, Error> {
+    let was_ready = previous.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
+    if !was_ready
+        || previous.observed_generation != user.metadata.generation
+        || previous.user_id.as_deref() != Some(user_id)
+    {
+        return Ok(None);
+    }
+    let Some(record) = ctx.directory.get(&ctx.litellm, user_id, ctx.settings.resync).await? else { return Ok(None) };
+    let changes = desired::changes(
+        &user.spec,
+        user_id,
+        marker,
+        &record,
+        &previous.managed_fields,
+        &previous.uncleared_fields,
+        false,
+    );
+    let in_sync = changes.update.is_none() && changes.join_teams.is_empty() && changes.leave_teams.is_empty();
+    let keys_in_order = !user.spec.key.enabled || record.key_count == Some(1);
+    if in_sync && keys_in_order && secret_holds_registered_key(user, ctx, previous).await? {
+        Ok(Some(record))
+    } else {
+        Ok(None)
+    }
 }
 
 async fn read_back(ctx: &Context, user_id: &str) -> Result<(UserRecord, Vec<KeyRecord>), Error> {
