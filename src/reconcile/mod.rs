@@ -8,6 +8,8 @@ pub mod conditions;
 pub mod desired;
 pub mod directory;
 pub mod keys;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
