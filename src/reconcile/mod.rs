@@ -388,7 +388,12 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
             if answer == Created::Created {
                 created = true;
                 info!(user_id, "created LiteLLM user");
-                ctx.event(user, EventType::Normal, "Created", format!("Created LiteLLM user {user_id}")).await;
+                // One event for the whole creation (the key is part of it): events are writes too.
+                let note = match user.spec.key.enabled {
+                    true => format!("Created LiteLLM user {user_id} with a key in Secret {}", user.key_secret_name()),
+                    false => format!("Created LiteLLM user {user_id}"),
+                };
+                ctx.event(user, EventType::Normal, "Created", note).await;
             }
             let wants_teams = user.spec.teams.as_ref().is_some_and(|teams| !teams.is_empty());
             if answer == Created::Conflict || wants_teams {
@@ -462,8 +467,10 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
         ctx.event(user, EventType::Normal, "TeamsChanged", format!("Teams are now {}", record.teams.join(", "))).await;
     }
 
-    let key =
-        if user.spec.key.enabled { Some(sync_key(user, ctx, &user_id, &keys, &marker, previous).await?) } else { None };
+    let key = match user.spec.key.enabled {
+        true => Some(sync_key(user, ctx, &user_id, &keys, &marker, previous, created).await?),
+        false => None,
+    };
     if let Some(Err(message)) = &key {
         return Ok(Synced {
             outcome: Outcome::Stalled { reason: "SecretConflict", message: message.clone() },
@@ -587,6 +594,7 @@ async fn sync_key(
     registered: &[KeyRecord],
     marker: &Value,
     previous: &LiteLLMUserStatus,
+    just_created: bool,
 ) -> Result<Result<(String, String), String>, Error> {
     let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
@@ -634,13 +642,10 @@ async fn sync_key(
         }
         ctx.litellm.key_register(user_id, &key, &extra).await?;
         info!(user_id, key_hash = %hash, "registered key");
-        ctx.event(
-            user,
-            EventType::Normal,
-            "KeyIssued",
-            format!("Issued a key ({}) into Secret {secret_name}", short(&hash)),
-        )
-        .await;
+        if !just_created {
+            let note = format!("Issued a key ({}) into Secret {secret_name}", short(&hash));
+            ctx.event(user, EventType::Normal, "KeyIssued", note).await;
+        }
     }
     let stale: Vec<String> =
         registered.iter().filter(|k| k.token != hash && !k.token.is_empty()).map(|k| k.token.clone()).collect();
