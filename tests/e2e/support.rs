@@ -308,7 +308,16 @@ impl Operator {
         let http_port = free_port();
         let listen = format!("127.0.0.1:{http_port}");
         let child = Command::new(env("OPERATOR_BIN"))
-            .args(["run", "--namespaces", namespace, "--resync-interval", "3s", "--litellm-timeout", "5s"])
+            .args(["run", "--namespaces", namespace, "--resync-interval", "3s"])
+            .args(
+                if options.extra_args.iter().any(|a| a == "--litellm-timeout") {
+                    None
+                } else {
+                    Some(["--litellm-timeout", "5s"])
+                }
+                .into_iter()
+                .flatten(),
+            )
             .args(["--listen", &listen])
             .args(&options.extra_args)
             .env(
