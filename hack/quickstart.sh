@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the operator's main job on this machine: a local Kubernetes API server, a real LiteLLM proxy, the
-# operator, and examples/minimal.yaml applied; ends by showing the user's Secret and status.
+# Runs the operator's main job on this machine: a local Kubernetes API server, a LiteLLM proxy (the built-in
+# emulator by default, the real proxy with --real), the operator, and examples/minimal.yaml applied; ends by
+# showing the user's Secret and status.
 #
 #   hack/quickstart.sh          start everything (state in ./.quickstart), leave it running
+#   hack/quickstart.sh --real   the same with a real LiteLLM proxy and PostgreSQL (LITELLM_VERSION, default 1.108.7)
 #   hack/quickstart.sh down     stop everything it started
 #
 # Afterwards: `source .quickstart/env.sh` gives you KUBECONFIG, kubectl on PATH and LITELLM_URL/MASTER_KEY.
@@ -14,10 +16,12 @@ LITELLM_TESTBED_DIR="${LITELLM_TESTBED_DIR:-$ROOT/../shared/testbed/litellm}"
 log() { printf '[quickstart] %s\n' "$*" >&2; }
 
 if [ "${1:-}" = down ]; then
-  [ -f "$STATE/operator.pid" ] && kill "$(cat "$STATE/operator.pid")" 2>/dev/null || true
+  for pidfile in "$STATE/operator.pid" "$STATE/emulator.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  done
   bash "$LITELLM_TESTBED_DIR/down.sh" "$STATE/litellm" >/dev/null 2>&1 || true
   bash hack/kube-testbed.sh down "$STATE/kube"
-  rm -f "$STATE/operator.pid"
   log "stopped"
   exit 0
 fi
@@ -27,11 +31,22 @@ log "building the operator"
 cargo build --quiet --release --bin litellm-operator
 BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/litellm-operator"
 
-log "starting LiteLLM ${LITELLM_VERSION:-1.108.7} (a few minutes the first time) and Kubernetes"
-bash "$LITELLM_TESTBED_DIR/up.sh" "$STATE/litellm" --version "${LITELLM_VERSION:-1.108.7}" --port 4000 >"$STATE/litellm.env" 2>"$STATE/litellm.up.log" &
-proxy=$!
+if [ "${1:-}" = --real ]; then
+  log "starting LiteLLM ${LITELLM_VERSION:-1.108.7} with PostgreSQL (a few minutes the first time) and Kubernetes"
+  bash "$LITELLM_TESTBED_DIR/up.sh" "$STATE/litellm" --version "${LITELLM_VERSION:-1.108.7}" --port 4000 \
+    >"$STATE/litellm.env" 2>"$STATE/litellm.up.log" &
+  proxy=$!
+else
+  log "starting the LiteLLM emulator and Kubernetes"
+  if ! { [ -f "$STATE/emulator.pid" ] && kill -0 "$(cat "$STATE/emulator.pid")" 2>/dev/null; }; then
+    LITELLM_MASTER_KEY=sk-quickstart-master-key "$BIN" emulator --port 4000 >"$STATE/emulator.log" 2>&1 &
+    echo $! >"$STATE/emulator.pid"
+  fi
+  printf 'export LITELLM_URL=http://127.0.0.1:4000\nexport LITELLM_MASTER_KEY=sk-quickstart-master-key\n' >"$STATE/litellm.env"
+  proxy=""
+fi
 bash hack/kube-testbed.sh up "$STATE/kube" >"$STATE/kube.env"
-wait "$proxy" || { tail -n 40 "$STATE/litellm.up.log" >&2; exit 1; }
+if [ -n "$proxy" ]; then wait "$proxy" || { tail -n 40 "$STATE/litellm.up.log" >&2; exit 1; }; fi
 cat "$STATE/kube.env" "$STATE/litellm.env" > "$STATE/env.sh"
 echo 'export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"' >> "$STATE/env.sh"
 # shellcheck disable=SC1091

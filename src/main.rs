@@ -48,8 +48,8 @@ struct RunArgs {
     /// How often each resource is re-read from the proxy to refresh spend and repair drift, for example 5m.
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     resync_interval: Duration,
-    /// How often usage is read from LiteLLM's daily activity, for example 15m.
-    #[arg(long, env = "USAGE_REFRESH_INTERVAL", default_value = "15m", value_parser = parse_duration)]
+    /// How often usage is read from LiteLLM's daily activity (one call per user), for example 1h.
+    #[arg(long, env = "USAGE_REFRESH_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     usage_refresh_interval: Duration,
     /// Days of usage summarised in status.
     #[arg(long, env = "USAGE_WINDOW_DAYS", default_value_t = 7)]

@@ -78,7 +78,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             resync: Duration::from_secs(300),
-            usage_refresh: Duration::from_secs(900),
+            usage_refresh: Duration::from_secs(3600),
             usage_window_days: 7,
             max_backoff: Duration::from_secs(300),
         }

@@ -1,0 +1,261 @@
+//! Scale benchmark: the real operator binary (release build) against the real kube-apiserver and the LiteLLM
+//! emulator. Not a timed test: it prints figures and writes them as JSON for BENCHMARKS.md.
+//!
+//! Run it with `hack/bench.sh` (which starts the control plane and builds the operator), or directly with
+//! `KUBECONFIG`, `OPERATOR_BIN` and optionally `BENCH_SIZES` (default "100 1000 10000") set:
+//! `cargo bench --bench scale`.
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{ListParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use litellm_operator::{
+    crd::LiteLLMUser,
+    emulator::{Emulator, EmulatorConfig, Generation},
+};
+use serde_json::{Value, json};
+
+const RESYNC: Duration = Duration::from_secs(60);
+
+struct Operator {
+    child: Child,
+    port: u16,
+}
+
+impl Operator {
+    fn start(namespace: &str, emulator: &Emulator) -> Operator {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18090);
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("bench-operator-{namespace}.log")))
+            .expect("log file");
+        let child = Command::new(std::env::var("OPERATOR_BIN").expect("OPERATOR_BIN: the release operator binary"))
+            .args(["run", "--namespaces", namespace, "--resync-interval", &format!("{}s", RESYNC.as_secs())])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--litellm-url", &emulator.url()])
+            .env("LITELLM_MASTER_KEY", emulator.master_key())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the operator");
+        Operator { child, port }
+    }
+
+    /// CPU seconds used so far and peak resident memory in MiB, from /proc.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks: f64 =
+            fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm_kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        (ticks / 100.0, hwm_kib / 1024.0)
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        for _ in 0..600 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("operator not ready");
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes (POST, PUT, PATCH, DELETE) the API server has served, by resource, from its own metrics.
+async fn api_writes(client: &Client) -> BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(request).await.expect("API server metrics");
+    let mut writes = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if !matches!(label("verb").as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
+            continue;
+        }
+        let resource = label("resource");
+        if !matches!(resource.as_str(), "litellmusers" | "secrets" | "events") {
+            continue;
+        }
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *writes.entry(resource).or_default() += value;
+    }
+    writes
+}
+
+fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect()
+}
+
+fn calls(emulator: &Emulator) -> BTreeMap<String, f64> {
+    emulator.request_counts().into_iter().map(|(k, v)| (k, v as f64)).collect()
+}
+
+fn user(name: &str) -> LiteLLMUser {
+    serde_json::from_value(json!({
+        "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser",
+        "metadata": { "name": name },
+        "spec": { "maxBudget": 10, "budgetDuration": "30d", "models": ["gpt-4o-mini"] },
+    }))
+    .expect("user")
+}
+
+async fn ready_count(users: &Api<LiteLLMUser>) -> usize {
+    let mut ready = 0;
+    let mut params = ListParams::default().limit(2000);
+    loop {
+        let Ok(page) = users.list(&params).await else { return ready };
+        ready += page
+            .items
+            .iter()
+            .filter(|u| {
+                u.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return ready,
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run_size(client: &Client, size: usize) -> Value {
+    let emulator = Emulator::start(EmulatorConfig::new(Generation::Newer)).await.expect("emulator");
+    let namespace = format!("bench-{size}-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": namespace } })).expect("namespace");
+    namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
+    let users: Api<LiteLLMUser> = Api::namespaced(client.clone(), &namespace);
+    let operator = Operator::start(&namespace, &emulator);
+    operator.wait_ready().await;
+
+    // Creation: apply `size` users, wait until all are Ready.
+    let (calls_before, writes_before) = (calls(&emulator), api_writes(client).await);
+    let started = Instant::now();
+    stream::iter(0..size)
+        .map(|i| {
+            let users = users.clone();
+            async move { users.create(&PostParams::default(), &user(&format!("u{i}"))).await.map(drop) }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create users");
+    let applied = started.elapsed();
+    while ready_count(&users).await < size {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(started.elapsed() < Duration::from_secs(1800), "not all Ready after 30 minutes");
+    }
+    let all_ready = started.elapsed();
+    let (cpu_create, rss_create) = operator.usage();
+    let create_calls = delta(&calls(&emulator), &calls_before);
+    let mut create_writes = delta(&api_writes(client).await, &writes_before);
+    *create_writes.entry("litellmusers".into()).or_default() -= size as f64; // the benchmark's own creates
+
+    // Steady state: one resync period with nothing changed.
+    tokio::time::sleep(Duration::from_secs(5)).await; // let the last status echoes settle
+    let (calls_before, writes_before) = (calls(&emulator), api_writes(client).await);
+    let (cpu_before, _) = operator.usage();
+    tokio::time::sleep(RESYNC + Duration::from_secs(5)).await;
+    let steady_calls = delta(&calls(&emulator), &calls_before);
+    let steady_writes = delta(&api_writes(client).await, &writes_before);
+    let (cpu_after, rss_peak) = operator.usage();
+
+    // Latency of one apply to Ready, one at a time.
+    let mut latencies = Vec::new();
+    for i in 0..if size >= 1000 { 50 } else { 100 } {
+        let name = format!("single-{i}");
+        let watch = watcher(users.clone(), watcher::Config::default().fields(&format!("metadata.name={name}")))
+            .applied_objects()
+            .try_filter(|u| {
+                let ready = u
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                futures::future::ready(ready)
+            });
+        let mut watch = Box::pin(watch);
+        let started = Instant::now();
+        users.create(&PostParams::default(), &user(&name)).await.expect("create single");
+        tokio::time::timeout(Duration::from_secs(60), watch.next()).await.expect("single Ready in time");
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    drop(operator);
+
+    let per_user = |m: &BTreeMap<String, f64>| m.values().sum::<f64>() / size as f64;
+    let result = json!({
+        "users": size,
+        "apply_seconds": applied.as_secs_f64(),
+        "all_ready_seconds": all_ready.as_secs_f64(),
+        "cpu_seconds_creation": cpu_create,
+        "cpu_seconds_steady_period": cpu_after - cpu_before,
+        "peak_rss_mib": rss_peak.max(rss_create),
+        "creation_litellm_calls_per_user": per_user(&create_calls),
+        "creation_litellm_calls": create_calls,
+        "creation_k8s_writes_per_user": per_user(&create_writes),
+        "creation_k8s_writes": create_writes,
+        "steady_litellm_calls_per_user": per_user(&steady_calls),
+        "steady_litellm_calls": steady_calls,
+        "steady_k8s_writes": steady_writes.values().sum::<f64>(),
+        "single_apply_ready_ms_p50": percentile(&latencies, 0.5),
+        "single_apply_ready_ms_p99": percentile(&latencies, 0.99),
+    });
+    println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+    result
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::try_default().await.expect("KUBECONFIG");
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "100 1000 10000".into())
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let mut results = Vec::new();
+    for size in sizes {
+        eprintln!("[bench] {size} users");
+        results.push(run_size(&client, size).await);
+    }
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench-results.json".into());
+    std::fs::write(&out, serde_json::to_string_pretty(&results).unwrap_or_default()).expect("write results");
+    eprintln!("[bench] results in {out}");
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The scale benchmark: the real operator binary (release build) against a real kube-apiserver (its own control
+# plane on other ports than the test suite's) and the LiteLLM emulator, for 100, 1,000 and 10,000 users.
+# Prints the figures and writes BENCHMARKS.md (with the command, the machine and a plot).
+#
+#   hack/bench.sh                       all sizes (about 15 minutes on 2 cores)
+#   BENCH_SIZES="100 1000" hack/bench.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+STATE="$(mktemp -d /tmp/litellm-operator-bench.XXXXXX)"
+trap 'KUBE_TESTBED_PORT=16743 bash hack/kube-testbed.sh down "$STATE/kube" || true' EXIT
+cargo build --quiet --release --bin litellm-operator
+OPERATOR_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/litellm-operator"
+export OPERATOR_BIN
+eval "$(KUBE_TESTBED_PORT=16743 KUBE_TESTBED_ETCD_PORT=12679 bash hack/kube-testbed.sh up "$STATE/kube")"
+export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"
+kubectl apply -f crds/litellmuser.yaml >/dev/null
+kubectl wait --for=condition=Established crd/litellmusers.litellm-operator.io >/dev/null
+export BENCH_OUT="$STATE/results.json"
+cargo bench --quiet --bench scale
+python3 hack/bench_report.py "$BENCH_OUT" "${BENCH_SIZES:-100 1000 10000}"

@@ -1,0 +1,107 @@
+"""Writes BENCHMARKS.md and docs/bench.svg from the scale benchmark's JSON (see hack/bench.sh)."""
+
+import datetime
+import json
+import os
+import platform
+import sys
+
+results = json.load(open(sys.argv[1]))
+sizes = sys.argv[2] if len(sys.argv) > 2 else ""
+
+
+def machine():
+    cpu = "unknown CPU"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    return f"{os.cpu_count()} cores ({cpu}), {mem_kib / 1024 / 1024:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+TARGETS = [
+    ("creation_litellm_calls_per_user", "LiteLLM calls per user, creation", lambda v: v <= 3, "≤ 3"),
+    ("creation_k8s_writes_per_user", "Kubernetes writes per user, creation (incl. events)", lambda v: v <= 3, "≤ 3"),
+    ("steady_k8s_writes", "Kubernetes writes, one resync period in steady state", lambda v: v == 0, "0"),
+    ("steady_litellm_calls_per_user", "LiteLLM calls per user, one resync period", lambda v: v < 0.2, "well under 1"),
+    ("all_ready_seconds", "seconds from apply to all Ready", None, "< 120 at 10,000"),
+    ("peak_rss_mib", "operator peak RSS, MiB", None, "< 64 at 10,000"),
+    ("single_apply_ready_ms_p50", "single apply → Ready p50, ms", lambda v: v < 50, "< 50"),
+    ("single_apply_ready_ms_p99", "single apply → Ready p99, ms", None, ""),
+    ("cpu_seconds_creation", "operator CPU seconds, creation", None, ""),
+    ("cpu_seconds_steady_period", "operator CPU seconds, one steady resync period", None, ""),
+]
+
+
+def verdict(key, check, result):
+    value = result[key]
+    if key == "all_ready_seconds" and result["users"] >= 10000:
+        return "met" if value < 120 else "missed"
+    if key == "peak_rss_mib" and result["users"] >= 10000:
+        return "met" if value < 64 else "missed"
+    if check is None:
+        return ""
+    return "met" if check(value) else "missed"
+
+
+def fmt(v):
+    return f"{v:,.3f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else str(v)
+
+
+lines = [
+    "# Benchmarks",
+    "",
+    "The real operator binary (release build) against a real kube-apiserver (v1.35.4, `hack/kube-testbed.sh`)",
+    "and the in-process LiteLLM emulator (newer generation). Resync period 60 s. Kubernetes writes are counted",
+    "from the API server's own `apiserver_request_total` (POST/PUT/PATCH/DELETE on litellmusers, secrets and",
+    "events, minus the benchmark's own creates); LiteLLM calls from the emulator's counters.",
+    "",
+    f"- Command: `BENCH_SIZES=\"{sizes}\" hack/bench.sh`",
+    f"- Machine: {machine()}",
+    f"- Date: {datetime.date.today().isoformat()}",
+    "",
+    "| figure | target | " + " | ".join(f"{r['users']:,} users" for r in results) + " |",
+    "|---|---|" + "---|" * len(results),
+]
+for key, label, check, target in TARGETS:
+    cells = []
+    for r in results:
+        v = verdict(key, check, r)
+        cells.append(fmt(r[key]) + (f" ({v})" if v else ""))
+    lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
+lines += ["", "Per endpoint (creation, then one steady resync period):", ""]
+for r in results:
+    create = ", ".join(f"{k} {int(v)}" for k, v in r["creation_litellm_calls"].items() if v)
+    steady = ", ".join(f"{k} {int(v)}" for k, v in r["steady_litellm_calls"].items() if v) or "none"
+    writes = ", ".join(f"{k} {int(v)}" for k, v in r["creation_k8s_writes"].items() if v)
+    lines.append(f"- {r['users']:,} users: LiteLLM {create}; steady {steady}; Kubernetes writes {writes}.")
+lines += ["", "![time to Ready and peak RSS by number of users](docs/bench.svg)", ""]
+
+# A small SVG: time to all Ready (bars) and peak RSS (line), no plotting library needed.
+w, h, pad = 640, 320, 50
+n = len(results)
+max_t = max(r["all_ready_seconds"] for r in results) or 1
+max_m = max(r["peak_rss_mib"] for r in results) or 1
+bar = (w - 2 * pad) / max(n, 1)
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+       f'<rect width="{w}" height="{h}" fill="white"/>',
+       f'<text x="{pad}" y="20">seconds from apply to all Ready (bars), peak RSS MiB (dots)</text>']
+points = []
+for i, r in enumerate(results):
+    x = pad + i * bar + bar * 0.2
+    bh = (h - 2 * pad) * r["all_ready_seconds"] / max_t
+    svg.append(f'<rect x="{x:.0f}" y="{h - pad - bh:.0f}" width="{bar * 0.6:.0f}" height="{bh:.0f}" fill="#4c78a8"/>')
+    svg.append(f'<text x="{x:.0f}" y="{h - pad - bh - 4:.0f}">{r["all_ready_seconds"]:.1f} s</text>')
+    svg.append(f'<text x="{x:.0f}" y="{h - pad + 16}">{r["users"]:,} users</text>')
+    py = h - pad - (h - 2 * pad) * r["peak_rss_mib"] / max_m
+    cx = x + bar * 0.3
+    points.append(f"{cx:.0f},{py:.0f}")
+    svg.append(f'<circle cx="{cx:.0f}" cy="{py:.0f}" r="4" fill="#e45756"/>')
+    svg.append(f'<text x="{cx + 6:.0f}" y="{py:.0f}" fill="#e45756">{r["peak_rss_mib"]:.0f} MiB</text>')
+svg.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="#e45756"/>')
+svg.append("</svg>")
+os.makedirs("docs", exist_ok=True)
+open("docs/bench.svg", "w").write("\n".join(svg) + "\n")
+open("BENCHMARKS.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
