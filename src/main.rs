@@ -57,6 +57,9 @@ struct RunArgs {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// How many resources are reconciled at the same time.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -153,8 +156,13 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
             .unwrap_or_else(|_| format!("litellm-operator-{}", std::process::id())),
         lease_duration: args.lease_duration,
     });
-    let config =
-        operator::OperatorConfig { namespaces: args.namespaces, settings, listen: args.listen, leader_election };
+    let config = operator::OperatorConfig {
+        namespaces: args.namespaces,
+        settings,
+        listen: args.listen,
+        leader_election,
+        concurrency: args.concurrency,
+    };
     operator::run(litellm, config).await?;
     Ok(())
 }

@@ -15,9 +15,13 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::ListParams,
-    runtime::{Controller, events::Recorder, events::Reporter, watcher},
+    runtime::{
+        Controller, WatchStreamExt, controller,
+        events::{Recorder, Reporter},
+        reflector, watcher,
+    },
 };
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
@@ -47,6 +51,8 @@ pub struct OperatorConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: SocketAddr,
     pub leader_election: Option<LeaderElection>,
+    /// Reconciles running at once; bounds memory and the load on the proxy.
+    pub concurrency: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,8 +212,16 @@ async fn run_controllers(
                 Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
                 None => (Api::all(client.clone()), Api::all(client.clone())),
             };
-            let controller = Controller::new(users, watcher::Config::default().any_semantic())
+            // The cache keeps every LiteLLMUser; managed fields are most of an object's size and never read.
+            let (reader, writer) = reflector::store();
+            let users = watcher(users, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(|user| user.managed_fields_mut().clear())
+                .reflect(writer)
+                .applied_objects();
+            let controller = Controller::for_stream(users, reader)
                 .owns(secrets, secrets_config.clone().any_semantic())
+                .with_config(controller::Config::default().concurrency(config.concurrency))
                 .shutdown_on_signal();
             stores.push(controller.store());
             controller.run(reconcile::reconcile, reconcile::error_policy, ctx.clone()).boxed()

@@ -122,11 +122,12 @@ impl LiteLlmClient {
         }
     }
 
-    /// `POST /user/new`.
-    pub async fn user_new(&self, body: &Value) -> Result<Created, ApiError> {
+    /// `POST /user/new`, with the user as the proxy's answer describes it (it echoes the stored fields, such as a
+    /// computed `budget_reset_at`).
+    pub async fn user_new(&self, body: &Value) -> Result<(Created, Option<UserRecord>), ApiError> {
         match self.call("/user/new", Method::POST, &[], Some(body)).await {
-            Ok(_) => Ok(Created::Created),
-            Err(err) if err.status() == Some(409) => Ok(Created::Conflict),
+            Ok(answer) => Ok((Created::Created, serde_json::from_str(&answer).ok())),
+            Err(err) if err.status() == Some(409) => Ok((Created::Conflict, None)),
             Err(err) => Err(err),
         }
     }

@@ -96,9 +96,9 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<LiteLLMUser>, u32>>,
     /// When usage was last read per resource, so resyncs do not read it every time.
     usage_read: Mutex<HashMap<ObjectRef<LiteLLMUser>, Instant>>,
-    /// The resourceVersion our last status write produced, and when: the watch event that write causes needs
-    /// no work.
-    own_writes: Mutex<HashMap<ObjectRef<LiteLLMUser>, (String, Instant)>>,
+    /// The last time each resource was found in sync: watch events caused by our own writes (and any other
+    /// event that leaves the spec alone) need no work until the next resync.
+    last_in_sync: Mutex<HashMap<ObjectRef<LiteLLMUser>, InSync>>,
     /// Snapshot of all LiteLLM users for cheap resyncs.
     directory: directory::Directory,
 }
@@ -119,7 +119,7 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             usage_read: Mutex::default(),
-            own_writes: Mutex::default(),
+            last_in_sync: Mutex::default(),
             directory: directory::Directory::default(),
         }
     }
@@ -203,7 +203,7 @@ struct Synced {
 
 async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     let previous = user.status.clone().unwrap_or_default();
-    if let Some(wait) = echo_of_own_write(user, ctx, &previous).await? {
+    if let Some(wait) = still_in_sync(user, ctx).await? {
         return Ok(Action::requeue(wait));
     }
     let (synced, action) = match sync(user, ctx, &previous).await {
@@ -246,13 +246,19 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
             .patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(kube_err("write status"))?;
-        if let Some(version) = written.resource_version()
-            && status.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True")
-        {
-            let mut own = ctx.own_writes.lock().unwrap_or_else(|p| p.into_inner());
-            own.insert(ObjectRef::from_obj(user), (version, Instant::now()));
-        }
+        drop(written);
     }
+    let in_sync = (reason == Outcome::Ready.reason()).then(|| InSync {
+        generation: user.metadata.generation,
+        at: Instant::now(),
+        key: status.key_secret_name.clone().zip(status.key_hash.clone()),
+    });
+    let mut last = ctx.last_in_sync.lock().unwrap_or_else(|p| p.into_inner());
+    match in_sync {
+        Some(in_sync) => last.insert(ObjectRef::from_obj(user), in_sync),
+        None => last.remove(&ObjectRef::from_obj(user)),
+    };
+    drop(last);
     ctx.metrics.observe_resource(
         &user.namespace().unwrap_or_default(),
         &user.name_any(),
@@ -384,7 +390,7 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
     let (record, keys) = match ctx.litellm.user_info(&user_id).await? {
         None => {
             let body = desired::create_body(&user.spec, &user_id, &marker);
-            let answer = ctx.litellm.user_new(&body).await?;
+            let (answer, stored) = ctx.litellm.user_new(&body).await?;
             if answer == Created::Created {
                 created = true;
                 info!(user_id, "created LiteLLM user");
@@ -401,8 +407,9 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
                 // /user/new silently skips teams it cannot join. Either way, look at what the proxy has.
                 read_back(ctx, &user_id).await?
             } else {
-                // The proxy stores what we sent; saves a read on the creation path.
-                (serde_json::from_value(body).unwrap_or_default(), Vec::new())
+                // The proxy's answer (or, failing that, what we sent) is the stored user: saves a read.
+                let sent = || serde_json::from_value(body).unwrap_or_default();
+                (stored.filter(|s| s.user_id.as_deref() == Some(user_id.as_str())).unwrap_or_else(sent), Vec::new())
             }
         }
         Some(found) => found,
@@ -491,45 +498,54 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
     })
 }
 
-/// A reconcile triggered by our own status write (or by a Secret event while the resource is unchanged) has
-/// nothing to do if the key Secret still holds the key we registered. Returns how long to wait until the next
-/// resync, or `None` when real work is needed.
-async fn echo_of_own_write(
-    user: &LiteLLMUser,
-    ctx: &Context,
-    previous: &LiteLLMUserStatus,
-) -> Result<Option<Duration>, Error> {
-    let since = {
-        let own = ctx.own_writes.lock().unwrap_or_else(|p| p.into_inner());
-        match own.get(&ObjectRef::from_obj(user)) {
-            Some((version, at)) if user.resource_version().as_ref() == Some(version) => at.elapsed(),
+/// When a resource was last found in sync, for which spec, and with which key.
+struct InSync {
+    generation: Option<i64>,
+    at: Instant,
+    key: Option<(String, String)>,
+}
+
+/// A reconcile of a resource whose spec has not changed since it was last found in sync, within the resync
+/// period, has nothing to do if the key Secret still holds the registered key. Such reconciles are mostly
+/// the echoes of our own writes (status, Secret), often seen with a cached object older than those writes.
+/// Returns how long to wait until the next resync, or `None` when real work is needed.
+async fn still_in_sync(user: &LiteLLMUser, ctx: &Context) -> Result<Option<Duration>, Error> {
+    let (since, key) = {
+        let last = ctx.last_in_sync.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get(&ObjectRef::from_obj(user)) {
+            Some(in_sync) if in_sync.generation == user.metadata.generation => {
+                (in_sync.at.elapsed(), in_sync.key.clone())
+            }
             _ => return Ok(None),
         }
     };
-    if since >= ctx.settings.resync || !secret_holds_registered_key(user, ctx, previous).await? {
+    // The periodic resync itself must run: leave a margin for timer jitter.
+    let window = ctx.settings.resync.saturating_sub(Duration::from_secs(1));
+    if since >= window || !secret_holds_registered_key(user, ctx, key.as_ref()).await? {
         return Ok(None);
     }
     Ok(Some(ctx.settings.resync - since))
 }
 
-/// Whether the key Secret (when keys are on) is ours and holds the key whose hash status records.
+/// Whether the key Secret (when keys are on) is ours and holds the registered key: `expected` is the Secret's
+/// name and the key's hash as last recorded.
 async fn secret_holds_registered_key(
     user: &LiteLLMUser,
     ctx: &Context,
-    previous: &LiteLLMUserStatus,
+    expected: Option<&(String, String)>,
 ) -> Result<bool, Error> {
-    if !user.spec.key.enabled {
-        return Ok(previous.key_hash.is_none());
-    }
+    let Some((expected_name, expected_hash)) = expected.filter(|_| user.spec.key.enabled) else {
+        return Ok(!user.spec.key.enabled && expected.is_none());
+    };
     let name = user.key_secret_name();
-    if previous.key_secret_name.as_deref() != Some(name.as_str()) {
+    if *expected_name != name {
         return Ok(false);
     }
     let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
     let Some(secret) = secrets.get_opt(&name).await.map_err(kube_err("read the key Secret"))? else { return Ok(false) };
     let owned = secret.owner_references().iter().any(|o| Some(&o.uid) == user.metadata.uid.as_ref());
-    Ok(owned && keys::key_in(&secret).map(|key| keys::key_hash(&key)) == previous.key_hash)
+    Ok(owned && keys::key_in(&secret).map(|key| keys::key_hash(&key)).as_ref() == Some(expected_hash))
 }
 
 /// The cheap resync: when the resource was in sync and its spec has not changed since, one snapshot of all
@@ -560,7 +576,8 @@ async fn unchanged_since_last_sync(
     );
     let in_sync = changes.update.is_none() && changes.join_teams.is_empty() && changes.leave_teams.is_empty();
     let keys_in_order = !user.spec.key.enabled || record.key_count == Some(1);
-    if in_sync && keys_in_order && secret_holds_registered_key(user, ctx, previous).await? {
+    let key = previous.key_secret_name.clone().zip(previous.key_hash.clone());
+    if in_sync && keys_in_order && secret_holds_registered_key(user, ctx, key.as_ref()).await? {
         Ok(Some(record))
     } else {
         Ok(None)
@@ -676,6 +693,7 @@ async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     let me = format!("{namespace}/{}", user.name_any());
     let user_id = user.status.as_ref().and_then(|s| s.user_id.clone()).unwrap_or_else(|| user.litellm_user_id());
     ctx.metrics.forget_resource(&namespace, &user.name_any());
+    ctx.last_in_sync.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(user));
     if user.spec.deletion_policy == DeletionPolicy::Retain {
         release_secret(user, ctx, &namespace).await?;
         info!(user_id, "resource deleted; LiteLLM user retained");

@@ -116,7 +116,7 @@ async fn retain_releases_the_secret_and_never_calls_the_proxy() {
 }
 
 #[tokio::test]
-async fn the_echo_of_our_own_status_write_costs_one_secret_read() {
+async fn a_reconcile_with_an_unchanged_spec_costs_one_secret_read() {
     let (ctx, mut api) = context();
     let mut synced = user(json!({}));
     let secret = keys::key_secret(&synced, "alice-litellm-key", "team-a.alice", "sk-abc");
@@ -127,7 +127,14 @@ async fn the_echo_of_our_own_status_write_costs_one_secret_read() {
         observed_generation: Some(1),
         ..Default::default()
     });
-    ctx.own_writes.lock().unwrap().insert(ObjectRef::from_obj(&synced), ("10".into(), Instant::now()));
+    ctx.last_in_sync.lock().unwrap().insert(
+        ObjectRef::from_obj(&synced),
+        InSync {
+            generation: Some(1),
+            at: Instant::now(),
+            key: Some(("alice-litellm-key".into(), keys::key_hash("sk-abc"))),
+        },
+    );
     let task = tokio::spawn(reconcile(Arc::new(synced), ctx.clone()));
     expect(
         &mut api,
@@ -143,7 +150,7 @@ async fn the_echo_of_our_own_status_write_costs_one_secret_read() {
 }
 
 #[tokio::test]
-async fn a_deleted_secret_is_not_an_echo() {
+async fn a_deleted_secret_needs_a_full_reconcile() {
     let (ctx, mut api) = context();
     let mut synced = user(json!({}));
     synced.status = Some(LiteLLMUserStatus {
@@ -151,9 +158,15 @@ async fn a_deleted_secret_is_not_an_echo() {
         key_hash: Some(keys::key_hash("sk-abc")),
         ..Default::default()
     });
-    ctx.own_writes.lock().unwrap().insert(ObjectRef::from_obj(&synced), ("10".into(), Instant::now()));
-    let status = synced.status.clone().unwrap();
-    let task = tokio::spawn(async move { echo_of_own_write(&synced, &ctx, &status).await });
+    ctx.last_in_sync.lock().unwrap().insert(
+        ObjectRef::from_obj(&synced),
+        InSync {
+            generation: Some(1),
+            at: Instant::now(),
+            key: Some(("alice-litellm-key".into(), keys::key_hash("sk-abc"))),
+        },
+    );
+    let task = tokio::spawn(async move { still_in_sync(&synced, &ctx).await });
     expect(&mut api, Method::GET, "/api/v1/namespaces/team-a/secrets/alice-litellm-key", 404, not_found()).await;
     assert_eq!(task.await.unwrap().unwrap(), None, "a missing Secret needs a full reconcile");
 }
