@@ -633,7 +633,14 @@ async fn sync_key(
         Some(secret) => keys::key_in(secret),
         None => None,
     };
-    let key = match key {
+    // A key the proxy no longer has although status says it was registered was revoked there (say, because it
+    // leaked): replace it rather than bring it back. A key never registered (we died between writing the
+    // Secret and registering it) is registered as it is.
+    let revoked = |key: &String| {
+        let hash = keys::key_hash(key);
+        previous.key_hash.as_ref() == Some(&hash) && !registered.iter().any(|k| k.token == hash)
+    };
+    let key = match key.filter(|key| !revoked(key)) {
         Some(key) => key,
         None => {
             // The Secret is written before LiteLLM learns the key: if we die in between, the next reconcile

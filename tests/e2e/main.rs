@@ -10,6 +10,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{DEADLINE, Operator, OperatorOptions, Proxy, Relay, TestNamespace, wait_for};
 
+fn support_hash(key: &str) -> String {
+    litellm_operator::reconcile::keys::key_hash(key)
+}
+
 /// The older proxy generation (1.74 to 1.80.7): 200 stubs for unknown users, nulls ignored on update.
 fn older_proxy() -> bool {
     std::env::var("LITELLM_VERSION").is_ok_and(|v| v.starts_with("1.7") || v.starts_with("1.80."))
@@ -210,6 +214,20 @@ async fn a_deleted_secret_gets_a_new_key_and_the_old_one_is_revoked() {
     assert_eq!(proxy.key_works(&new_key).await.as_deref(), Some(user_id.as_str()));
     let (_, keys) = proxy.user(&user_id).await.unwrap();
     assert_eq!(keys.len(), 1, "only the new key is registered");
+
+    // A key revoked on the proxy (say, it leaked) is replaced, not brought back.
+    let (status, body) = proxy.call(Method::POST, "/key/delete", Some(json!({ "keys": [keys[0].clone()] }))).await;
+    assert_eq!(status, 200, "{body}");
+    let replacement = wait_for("a replacement key in the Secret", DEADLINE, || async {
+        let key = ns.key("frank-litellm-key").await;
+        (key != new_key).then_some(key)
+    })
+    .await;
+    let works =
+        wait_for("the replacement key to work", DEADLINE, || async { proxy.key_works(&replacement).await }).await;
+    assert_eq!(works, user_id);
+    let (_, keys) = proxy.user(&user_id).await.unwrap();
+    assert_eq!(keys, vec![support_hash(&replacement)], "only the replacement is registered");
 }
 
 #[tokio::test(flavor = "multi_thread")]
