@@ -81,6 +81,8 @@ for r in results:
     writes = ", ".join(f"{k} {int(v)}" for k, v in r["creation_k8s_writes"].items() if v)
     lines.append(f"- {r['users']:,} users: LiteLLM {create}; steady {steady}; Kubernetes writes {writes}.")
 lines += ["", "![time to Ready and peak RSS by number of users](docs/bench.svg)", ""]
+if os.path.exists("docs/bench-notes.md"):
+    lines += [open("docs/bench-notes.md").read().rstrip("\n"), ""]
 
 # A small SVG: time to all Ready (bars) and peak RSS (line), no plotting library needed.
 w, h, pad = 640, 320, 50
