@@ -242,11 +242,9 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
         let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
         let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
         let patch = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "status": status });
-        let written = api
-            .patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        api.patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(kube_err("write status"))?;
-        drop(written);
     }
     let in_sync = (reason == Outcome::Ready.reason()).then(|| InSync {
         generation: user.metadata.generation,
@@ -407,9 +405,13 @@ async fn sync(user: &LiteLLMUser, ctx: &Context, previous: &LiteLLMUserStatus) -
                 // /user/new silently skips teams it cannot join. Either way, look at what the proxy has.
                 read_back(ctx, &user_id).await?
             } else {
-                // The proxy's answer (or, failing that, what we sent) is the stored user: saves a read.
+                // The proxy's answer (or, if it lacks the user or our mark, what we sent) is the stored user:
+                // saves a read.
                 let sent = || serde_json::from_value(body).unwrap_or_default();
-                (stored.filter(|s| s.user_id.as_deref() == Some(user_id.as_str())).unwrap_or_else(sent), Vec::new())
+                let answered = stored.filter(|s| {
+                    s.user_id.as_deref() == Some(user_id.as_str()) && desired::marked_owner(&s.metadata) == Some(&me)
+                });
+                (answered.unwrap_or_else(sent), Vec::new())
             }
         }
         Some(found) => found,
