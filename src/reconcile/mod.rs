@@ -163,7 +163,8 @@ pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Acti
     let started = Instant::now();
     let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, user, |event| async {
+    let adds_finalizer = user.meta().deletion_timestamp.is_none() && !user.finalizers().iter().any(|f| f == FINALIZER);
+    let mut result = finalizer(&api, FINALIZER, user.clone(), |event| async {
         match event {
             finalizer::Event::Apply(user) => apply(&user, &ctx).await,
             finalizer::Event::Cleanup(user) => cleanup(&user, &ctx).await,
@@ -171,6 +172,14 @@ pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Acti
     })
     .await
     .map_err(|err| Error::Finalizer(Box::new(err)));
+    if adds_finalizer && result.is_ok() {
+        // The finalizer helper only adds the finalizer and waits for the watch to bring the object back. The
+        // finalizer is in place now, so carry on with the object as it is: a new resource is ready one watch
+        // round trip sooner, and the event that brings it back finds it in sync.
+        let mut with_finalizer = (*user).clone();
+        with_finalizer.finalizers_mut().push(FINALIZER.to_owned());
+        result = apply(&with_finalizer, &ctx).await;
+    }
     ctx.metrics.reconciled(result.is_ok(), started.elapsed());
     result
 }

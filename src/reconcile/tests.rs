@@ -69,22 +69,20 @@ fn not_found() -> Value {
 }
 
 #[tokio::test]
-async fn a_new_resource_first_gets_the_finalizer_and_nothing_else() {
+async fn a_new_resource_gets_the_finalizer_before_anything_else() {
     let (ctx, mut api) = context();
     let mut fresh = user(json!({}));
     fresh.meta_mut().finalizers = None;
     let task = tokio::spawn(reconcile(Arc::new(fresh.clone()), ctx));
-    let patch = expect(
-        &mut api,
-        Method::PATCH,
-        "/apis/litellm-operator.io/v1alpha1/namespaces/team-a/litellmusers/alice",
-        200,
-        serde_json::to_value(&fresh).unwrap(),
-    )
-    .await;
+    let path = "/apis/litellm-operator.io/v1alpha1/namespaces/team-a/litellmusers/alice";
+    let patch = expect(&mut api, Method::PATCH, path, 200, serde_json::to_value(&fresh).unwrap()).await;
     assert!(patch.to_string().contains(FINALIZER), "{patch}");
-    let action = task.await.unwrap().unwrap();
-    assert_eq!(action, Action::await_change());
+    // Then, in the same reconcile, the work itself: here the proxy is unreachable, so a Warning and a status.
+    expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/team-a/events", 201, json!({})).await;
+    let status =
+        expect(&mut api, Method::PATCH, &format!("{path}/status"), 200, serde_json::to_value(&fresh).unwrap()).await;
+    assert!(status.to_string().contains("LiteLLMUnavailable"), "{status}");
+    task.await.unwrap().unwrap();
     no_more_requests(&mut api).await;
 }
 
