@@ -148,12 +148,17 @@ impl Context {
             .insert(ObjectRef::from_obj(user), Instant::now());
     }
 
+    /// Publishes an event in the background: an event is one more API write, and nothing waits for it, so it
+    /// stays off the path from a change to Ready.
     async fn event(&self, user: &LiteLLMUser, type_: EventType, reason: &str, note: String) {
         let event =
             Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-        if let Err(err) = self.recorder.publish(&event, &user.object_ref(&())).await {
-            warn!(error = %err, "could not publish event");
-        }
+        let (recorder, reference) = (self.recorder.clone(), user.object_ref(&()));
+        tokio::spawn(async move {
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                warn!(error = %err, "could not publish event");
+            }
+        });
     }
 }
 

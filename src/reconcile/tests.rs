@@ -59,6 +59,30 @@ async fn expect(handle: &mut ApiHandle, method: Method, path: &str, status: u16,
     serde_json::from_slice(&body).unwrap_or(Value::Null)
 }
 
+/// Answers the next requests, in whatever order they come (events are sent in the background), and returns
+/// each body by path.
+async fn expect_unordered(handle: &mut ApiHandle, wanted: &[(Method, &str, Value)]) -> Vec<Value> {
+    let mut bodies = vec![Value::Null; wanted.len()];
+    let mut seen = vec![false; wanted.len()];
+    for _ in 0..wanted.len() {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(2), handle.next_request())
+            .await
+            .expect("a request in time")
+            .expect("a request");
+        let at = wanted
+            .iter()
+            .enumerate()
+            .position(|(i, (m, p, _))| !seen[i] && request.method() == m && request.uri().path().starts_with(p))
+            .unwrap_or_else(|| panic!("unexpected request {} {}", request.method(), request.uri()));
+        seen[at] = true;
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let answer = serde_json::to_vec(&wanted[at].2).unwrap();
+        send.send_response(Response::builder().status(200).body(Body::from(answer)).unwrap());
+        bodies[at] = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    }
+    bodies
+}
+
 async fn no_more_requests(handle: &mut ApiHandle) {
     let next = tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await;
     assert!(next.is_err() || next.as_ref().is_ok_and(Option::is_none), "unexpected extra request");
@@ -78,10 +102,16 @@ async fn a_new_resource_gets_the_finalizer_before_anything_else() {
     let patch = expect(&mut api, Method::PATCH, path, 200, serde_json::to_value(&fresh).unwrap()).await;
     assert!(patch.to_string().contains(FINALIZER), "{patch}");
     // Then, in the same reconcile, the work itself: here the proxy is unreachable, so a Warning and a status.
-    expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/team-a/events", 201, json!({})).await;
-    let status =
-        expect(&mut api, Method::PATCH, &format!("{path}/status"), 200, serde_json::to_value(&fresh).unwrap()).await;
-    assert!(status.to_string().contains("LiteLLMUnavailable"), "{status}");
+    let status_path = format!("{path}/status");
+    let bodies = expect_unordered(
+        &mut api,
+        &[
+            (Method::POST, "/apis/events.k8s.io/v1/namespaces/team-a/events", json!({})),
+            (Method::PATCH, &status_path, serde_json::to_value(&fresh).unwrap()),
+        ],
+    )
+    .await;
+    assert!(bodies[1].to_string().contains("LiteLLMUnavailable"), "{}", bodies[1]);
     task.await.unwrap().unwrap();
     no_more_requests(&mut api).await;
 }
@@ -174,11 +204,14 @@ async fn an_unreachable_proxy_becomes_a_reconciling_condition_with_backoff() {
     let (ctx, mut api) = context();
     let fresh = user(json!({ "maxBudget": 5 }));
     let task = tokio::spawn(reconcile(Arc::new(fresh.clone()), ctx.clone()));
-    // A Warning event for the new reason, then the status.
-    let event = expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/team-a/events", 201, json!({})).await;
-    assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("LiteLLMUnavailable")));
+    // A Warning event for the new reason (sent in the background) and the status.
     let path = "/apis/litellm-operator.io/v1alpha1/namespaces/team-a/litellmusers/alice/status";
-    let status = expect(&mut api, Method::PATCH, path, 200, serde_json::to_value(&fresh).unwrap()).await;
+    let events = "/apis/events.k8s.io/v1/namespaces/team-a/events";
+    let answer = serde_json::to_value(&fresh).unwrap();
+    let bodies =
+        expect_unordered(&mut api, &[(Method::POST, events, json!({})), (Method::PATCH, path, answer.clone())]).await;
+    let (event, status) = (&bodies[0], &bodies[1]);
+    assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("LiteLLMUnavailable")));
     let conditions = status["status"]["conditions"].as_array().unwrap().clone();
     let get = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap().clone();
     assert_eq!(
@@ -189,13 +222,10 @@ async fn an_unreachable_proxy_becomes_a_reconciling_condition_with_backoff() {
     assert!(status["status"].get("userId").is_none(), "no claim on a user the operator has not seen");
     let first = task.await.unwrap().unwrap();
 
+    // The same warning again is folded into the first event (a series PATCH), not a new event.
     let again = tokio::spawn(reconcile(Arc::new(fresh.clone()), ctx.clone()));
-    // The same warning again is folded into the first event (a series), not a new event.
-    let (request, send) = api.next_request().await.unwrap();
-    assert_eq!(request.method(), Method::PATCH);
-    assert!(request.uri().path().starts_with("/apis/events.k8s.io/v1/namespaces/team-a/events/alice."));
-    send.send_response(Response::builder().status(200).body(Body::from(b"{}".to_vec())).unwrap());
-    expect(&mut api, Method::PATCH, path, 200, serde_json::to_value(&fresh).unwrap()).await;
+    let series = format!("{events}/alice.");
+    expect_unordered(&mut api, &[(Method::PATCH, &series, json!({})), (Method::PATCH, path, answer)]).await;
     let second = again.await.unwrap().unwrap();
     assert_ne!(first, second, "the retry delay grows");
     no_more_requests(&mut api).await;

@@ -58,8 +58,7 @@ async fn create_gives_ready_user_and_a_working_key() {
     // The key must not leak into status, events or the operator's log.
     let raw = serde_json::to_string(&ns.users().get("alice").await.unwrap()).unwrap();
     assert!(!raw.contains(&key));
-    let events = ns.events("alice").await;
-    assert!(events.iter().any(|(_, reason, _)| reason == "Created"), "{events:?}");
+    let events = ns.wait_event("alice", "Normal", "Created").await;
     assert!(events.iter().all(|(_, _, note)| !note.contains(&key)));
     assert!(!_operator.log_text().contains(&key), "key in operator log");
 }
@@ -337,8 +336,7 @@ async fn an_unreachable_proxy_is_reported_and_recovered_from() {
     assert!(conditions.iter().any(|c| c.type_ == "Reconciling" && c.status == "True"));
     ns.wait_reason("ivan", "LiteLLMUnavailable").await;
     assert_eq!(ns.kstatus("judy"), "InProgress", "kstatus sees a resource still being worked on");
-    let events = ns.events("judy").await;
-    assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "LiteLLMUnavailable"), "{events:?}");
+    ns.wait_event("judy", "Warning", "LiteLLMUnavailable").await;
 
     relay.resume().await;
     ns.wait_condition("judy", "Ready", "True").await;
@@ -376,8 +374,7 @@ async fn rejected_specs_become_stalled_conditions_and_warnings() {
     let mia = ns.wait_reason("mia", "LiteLLMRejected").await;
     let conditions = mia.status.unwrap().conditions;
     assert!(conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"));
-    let events = ns.events("mia").await;
-    assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "LiteLLMRejected"), "{events:?}");
+    ns.wait_event("mia", "Warning", "LiteLLMRejected").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

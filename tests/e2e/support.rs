@@ -243,6 +243,16 @@ impl TestNamespace {
             .is_ok_and(|s| s.success())
     }
 
+    /// Waits for an event of `name` with this type and reason (events are published in the background), and
+    /// returns all of the resource's events then.
+    pub async fn wait_event(&self, name: &str, type_: &str, reason: &str) -> Vec<(String, String, String)> {
+        wait_for(&format!("a {type_} event {reason} on {name}"), DEADLINE, || async {
+            let events = self.events(name).await;
+            events.iter().any(|(t, r, _)| t == type_ && r == reason).then_some(events)
+        })
+        .await
+    }
+
     pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.name);
         let list = events.list(&Default::default()).await.expect("list events");
