@@ -178,6 +178,17 @@ fn check_value(field: &str, kind: Kind, value: &Value) -> Option<Issue> {
     }
 }
 
+/// Reads the JSON body of a POST and checks the fields `schema` names: the body, or the 422 FastAPI answers.
+pub(crate) fn validated_body(
+    generation: Generation,
+    bytes: &[u8],
+    schema: &[(&str, Kind)],
+) -> Result<Map<String, Value>, Reply> {
+    let body = parse_body(generation, bytes)?;
+    let issues = check_body(&body, schema);
+    if issues.is_empty() { Ok(body) } else { Err(Reply::invalid(generation, issues)) }
+}
+
 /// Reads the JSON body of a POST as an object, answering the 422 FastAPI gives for a missing or broken body.
 pub(crate) fn parse_body(generation: Generation, bytes: &[u8]) -> Result<Map<String, Value>, Reply> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -8,7 +8,7 @@ use super::{ADMIN_USER_ID, Caller, Key, Store, extend, key_name, mask, sha256_he
 use crate::emulator::{
     Generation,
     clock::Instant,
-    reply::{Issue, Kind, Param, Reply, as_f64, as_i64, check_body, parse_body},
+    reply::{Issue, Kind, Param, Reply, as_f64, as_i64, validated_body},
 };
 
 /// Request fields of `/key/generate` that the emulator validates and stores.
@@ -32,14 +32,10 @@ impl Store {
     /// `POST /key/generate`, optionally with a caller-chosen `key`. Creates no user row.
     pub(crate) fn key_generate(&mut self, bytes: &[u8]) -> Reply {
         let generation = self.generation;
-        let body = match parse_body(generation, bytes) {
+        let body = match validated_body(generation, bytes, KEY_SCHEMA) {
             Ok(body) => body,
             Err(reply) => return reply,
         };
-        let issues = check_body(&body, KEY_SCHEMA);
-        if !issues.is_empty() {
-            return Reply::invalid(generation, issues);
-        }
         let str_field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
         let chosen = str_field("key");
         if let Some(chosen) = chosen.as_deref().filter(|key| !key.starts_with("sk-")) {
@@ -149,14 +145,10 @@ impl Store {
     /// `POST /key/delete` by plaintext key, hash or alias.
     pub(crate) fn key_delete(&mut self, bytes: &[u8]) -> Reply {
         let generation = self.generation;
-        let body = match parse_body(generation, bytes) {
+        let body = match validated_body(generation, bytes, &[("keys", Kind::StrList), ("key_aliases", Kind::StrList)]) {
             Ok(body) => body,
             Err(reply) => return reply,
         };
-        let issues = check_body(&body, &[("keys", Kind::StrList), ("key_aliases", Kind::StrList)]);
-        if !issues.is_empty() {
-            return Reply::invalid(generation, issues);
-        }
         let strings = |name: &str| -> Vec<String> {
             body.get(name)
                 .and_then(Value::as_array)

@@ -6,7 +6,7 @@ use super::{ADMIN_USER_ID, Member, Store, Team, User, View, extend};
 use crate::emulator::{
     Generation,
     clock::Instant,
-    reply::{Issue, Kind, Param, Reply, as_f64, check_body, parse_body},
+    reply::{Issue, Kind, Param, Reply, as_f64, check_body, parse_body, validated_body},
 };
 
 impl Store {
@@ -152,14 +152,14 @@ impl Store {
     /// `POST /team/member_delete`.
     pub(crate) fn team_member_delete(&mut self, bytes: &[u8]) -> Reply {
         let generation = self.generation;
-        let body = match parse_body(generation, bytes) {
+        let body = match validated_body(
+            generation,
+            bytes,
+            &[("team_id", Kind::Str), ("user_id", Kind::Str), ("user_email", Kind::Str)],
+        ) {
             Ok(body) => body,
             Err(reply) => return reply,
         };
-        let issues = check_body(&body, &[("team_id", Kind::Str), ("user_id", Kind::Str), ("user_email", Kind::Str)]);
-        if !issues.is_empty() {
-            return Reply::invalid(generation, issues);
-        }
         let team_id = body.get("team_id").and_then(Value::as_str).unwrap_or_default().to_owned();
         let user_id = match body.get("user_id").and_then(Value::as_str) {
             Some(id) => Some(id.to_owned()),

@@ -8,7 +8,7 @@ use super::{Key, Store, User, View, extend, key_name, query_int, request_metadat
 use crate::emulator::{
     Generation,
     clock::{Instant, Period},
-    reply::{Issue, Kind, Param, Reply, as_f64, as_i64, check_body, is_empty, parse_body},
+    reply::{Issue, Kind, Param, Reply, as_f64, as_i64, check_body, is_empty, parse_body, validated_body},
 };
 
 /// Request fields of `/user/new` and `/user/update` that the emulator validates.
@@ -75,14 +75,10 @@ impl Store {
     /// `POST /user/new`.
     pub(crate) fn user_new(&mut self, bytes: &[u8]) -> Reply {
         let generation = self.generation;
-        let body = match parse_body(generation, bytes) {
+        let body = match validated_body(generation, bytes, USER_SCHEMA) {
             Ok(body) => body,
             Err(reply) => return reply,
         };
-        let issues = check_body(&body, USER_SCHEMA);
-        if !issues.is_empty() {
-            return Reply::invalid(generation, issues);
-        }
         let str_field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
         let user_id = str_field("user_id");
         let email = str_field("user_email");
@@ -294,14 +290,10 @@ impl Store {
     /// `POST /user/update`: LiteLLM's partial update (reference §1.5) and its upsert.
     pub(crate) fn user_update(&mut self, bytes: &[u8]) -> Reply {
         let generation = self.generation;
-        let body = match parse_body(generation, bytes) {
+        let body = match validated_body(generation, bytes, USER_SCHEMA) {
             Ok(body) => body,
             Err(reply) => return reply,
         };
-        let issues = check_body(&body, USER_SCHEMA);
-        if !issues.is_empty() {
-            return Reply::invalid(generation, issues);
-        }
         let user_id = body.get("user_id").and_then(Value::as_str).map(str::to_owned);
         let email = body.get("user_email").and_then(Value::as_str).map(str::to_owned);
         if user_id.is_none() && email.is_none() {
