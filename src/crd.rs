@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -342,17 +342,13 @@ impl LiteLLMUser {
     pub fn litellm_user_id(&self) -> String {
         match &self.spec.user_id {
             Some(id) => id.clone(),
-            None => derive_user_id(self.metadata.namespace.as_deref().unwrap_or_default(), &self.name_any_ref()),
+            None => derive_user_id(self.metadata.namespace.as_deref().unwrap_or_default(), &self.name_any()),
         }
     }
 
     /// Name of the Secret for the key.
     pub fn key_secret_name(&self) -> String {
-        self.spec.key.secret_name.clone().unwrap_or_else(|| format!("{}-litellm-key", self.name_any_ref()))
-    }
-
-    fn name_any_ref(&self) -> String {
-        self.metadata.name.clone().unwrap_or_default()
+        self.spec.key.secret_name.clone().unwrap_or_else(|| format!("{}-litellm-key", self.name_any()))
     }
 }
 

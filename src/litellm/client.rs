@@ -150,7 +150,7 @@ impl LiteLlmClient {
         }
     }
 
-    /// `GET /user/list`, one page, optionally only the given ids.
+    /// `GET /user/list`, one page.
     pub async fn user_list(&self, page: i64, page_size: i64) -> Result<UserListPage, ApiError> {
         const EP: &str = "/user/list";
         let (page, page_size) = (page.to_string(), page_size.to_string());

@@ -137,7 +137,7 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// Replaces anything that looks like a LiteLLM key (`sk-` followed by key characters) with `sk-***`, so that
 /// no key LiteLLM echoes in an error reaches a condition, an event or a log line.
-pub fn redact_keys(text: &str) -> String {
+pub(crate) fn redact_keys(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("sk-") {

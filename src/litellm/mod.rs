@@ -9,5 +9,5 @@ mod error;
 mod types;
 
 pub use client::{ClientBuildError, ClientConfig, Created, LiteLlmClient, MasterKey};
-pub use error::{ApiError, ErrorClass, redact_keys};
+pub use error::{ApiError, ErrorClass};
 pub use types::{ActivityTotals, KeyRecord, UserInfo, UserListPage, UserRecord};

@@ -251,6 +251,7 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
         ctx.event(user, EventType::Warning, synced.outcome.reason(), message).await;
     }
     let reason = synced.outcome.reason();
+    let ready = synced.outcome == Outcome::Ready;
     let status = next_status(user, ctx, &previous, synced).await;
     if status != previous {
         let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
@@ -260,7 +261,7 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
             .await
             .map_err(kube_err("write status"))?;
     }
-    let in_sync = (reason == Outcome::Ready.reason()).then(|| InSync {
+    let in_sync = ready.then(|| InSync {
         generation: user.metadata.generation,
         at: Instant::now(),
         key: status.key_secret_name.clone().zip(status.key_hash.clone()),

@@ -88,6 +88,16 @@ async fn no_more_requests(handle: &mut ApiHandle) {
     assert!(next.is_err() || next.as_ref().is_ok_and(Option::is_none), "unexpected extra request");
 }
 
+/// As if `user` had just been found in sync at generation 1, with `key` in its Secret.
+fn remember_in_sync(ctx: &Context, user: &LiteLLMUser, key: &str) {
+    let in_sync = InSync {
+        generation: Some(1),
+        at: Instant::now(),
+        key: Some(("alice-litellm-key".into(), keys::key_hash(key))),
+    };
+    ctx.last_in_sync.lock().unwrap().insert(ObjectRef::from_obj(user), in_sync);
+}
+
 fn not_found() -> Value {
     json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" })
 }
@@ -155,14 +165,7 @@ async fn a_reconcile_with_an_unchanged_spec_costs_one_secret_read() {
         observed_generation: Some(1),
         ..Default::default()
     });
-    ctx.last_in_sync.lock().unwrap().insert(
-        ObjectRef::from_obj(&synced),
-        InSync {
-            generation: Some(1),
-            at: Instant::now(),
-            key: Some(("alice-litellm-key".into(), keys::key_hash("sk-abc"))),
-        },
-    );
+    remember_in_sync(&ctx, &synced, "sk-abc");
     let task = tokio::spawn(reconcile(Arc::new(synced), ctx.clone()));
     expect(
         &mut api,
@@ -186,14 +189,7 @@ async fn a_deleted_secret_needs_a_full_reconcile() {
         key_hash: Some(keys::key_hash("sk-abc")),
         ..Default::default()
     });
-    ctx.last_in_sync.lock().unwrap().insert(
-        ObjectRef::from_obj(&synced),
-        InSync {
-            generation: Some(1),
-            at: Instant::now(),
-            key: Some(("alice-litellm-key".into(), keys::key_hash("sk-abc"))),
-        },
-    );
+    remember_in_sync(&ctx, &synced, "sk-abc");
     let task = tokio::spawn(async move { still_in_sync(&synced, &ctx).await });
     expect(&mut api, Method::GET, "/api/v1/namespaces/team-a/secrets/alice-litellm-key", 404, not_found()).await;
     assert_eq!(task.await.unwrap().unwrap(), None, "a missing Secret needs a full reconcile");

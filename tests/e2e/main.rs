@@ -19,7 +19,6 @@ fn older_proxy() -> bool {
     std::env::var("LITELLM_VERSION").is_ok_and(|v| v.starts_with("1.7") || v.starts_with("1.80."))
 }
 
-const NEEDS_TESTBED: &str = "needs the test bed: run hack/e2e.sh";
 /// The proxy keeps keys it has seen in an in-memory cache (60 s by default) and `/key/delete` does not always
 /// evict them, so a revoked key can keep working for about a minute.
 const KEY_CACHE_DEADLINE: Duration = Duration::from_secs(150);
@@ -27,7 +26,6 @@ const KEY_CACHE_DEADLINE: Duration = Duration::from_secs(150);
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn create_gives_ready_user_and_a_working_key() {
-    let _ = NEEDS_TESTBED;
     let ns = TestNamespace::new("create").await;
     let _operator = Operator::start(&ns.name);
     let proxy = Proxy::from_env();
