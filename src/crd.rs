@@ -226,12 +226,39 @@ pub struct KeySpec {
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// When the key is replaced by a new one. Whatever triggers it (the schedule, or a new value of the
+    /// annotation `litellm-operator.io/rotate`), the new key goes into the Secret first and the old key keeps
+    /// working for `gracePeriod`, so that pods picking up the new Secret never hold a dead key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSpec>,
+    /// How long each key is valid on the proxy, for example `90d`: LiteLLM refuses the key afterwards. The
+    /// operator rotates the key before it expires (at the latest `gracePeriod` plus a tenth of the duration
+    /// before). When omitted, keys do not expire.
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
 }
 
 impl Default for KeySpec {
     fn default() -> Self {
-        KeySpec { enabled: true, secret_name: None }
+        KeySpec { enabled: true, secret_name: None, rotation: None, duration: None }
     }
+}
+
+/// Scheduled and on-demand key rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSpec {
+    /// Rotate the key this long after it was issued, for example `30d`. When omitted, keys are rotated only on
+    /// demand (annotation `litellm-operator.io/rotate`) or before they expire (`key.duration`).
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// How long the old key keeps working after a rotation, for example `10m`; `0s` revokes it at once.
+    /// Default `5m`, enough for kubelet to refresh a mounted Secret and for a reloader to restart pods.
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(s|m|h|d|w)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -258,9 +285,30 @@ pub struct LiteLLMUserStatus {
     /// Name of the Secret holding the user's API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_name: Option<String>,
-    /// LiteLLM's id of the key (the SHA-256 hash of the key, not the key itself).
+    /// LiteLLM's id of the key in the Secret (the SHA-256 hash of the key, not the key itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_hash: Option<String>,
+    /// The hash of a key the operator has issued and is still delivering into the Secret. Only keys the
+    /// operator recorded here or in `keyHash` are ever trusted from the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_key_hash: Option<String>,
+    /// The Secret's `resourceVersion` when the operator last confirmed it holds the key; a Secret still at
+    /// this version needs no reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_version: Option<String>,
+    /// When the key in the Secret was issued (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_issued_at: Option<String>,
+    /// When the key will next be rotated (RFC 3339), by `key.rotation.every` or before `key.duration` ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<String>,
+    /// Keys replaced by a rotation that still work until their grace period ends; the operator revokes
+    /// each at `revokeAt`, also across restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_keys: Vec<RetiringKey>,
+    /// The value of the `litellm-operator.io/rotate` annotation the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request: Option<String>,
     /// What the user has spent in the current budget period, in USD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend: Option<f64>,
@@ -273,12 +321,17 @@ pub struct LiteLLMUserStatus {
     /// Usage over the last days, from LiteLLM's daily activity records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageSummary>,
-    /// When the operator last found the proxy different from this status and brought them together.
+    /// When the operator last changed something to bring the proxy, the key or this status in line with the
+    /// spec (RFC 3339). Periodic checks that find everything in order do not move it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
-    /// The `metadata.generation` this status describes.
+    /// The `metadata.generation` the operator last acted on, whatever the outcome: with a `Stalled` condition
+    /// it is the generation that was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The `metadata.generation` last brought onto the proxy in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_generation: Option<i64>,
     /// LiteLLM fields the operator has set from the spec; a field that leaves the spec is cleared on the proxy
     /// where LiteLLM allows it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -293,6 +346,16 @@ pub struct LiteLLMUserStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// A key that a rotation replaced, kept working until its grace period ends.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringKey {
+    /// LiteLLM's id of the key (its SHA-256 hash).
+    pub hash: String,
+    /// When the operator revokes it (RFC 3339).
+    pub revoke_at: String,
+}
+
 /// Spend, tokens and requests over a recent window.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -305,6 +368,12 @@ pub struct UsageSummary {
     pub total_tokens: i64,
     /// API requests over the window.
     pub requests: i64,
+    /// When LiteLLM's daily activity was last read (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
+    /// The user's spend when usage was last read: usage is read again only once spend has moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_at_read: Option<f64>,
 }
 
 fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -346,21 +415,72 @@ impl LiteLLMUser {
         }
     }
 
-    /// Name of the Secret for the key.
+    /// Name of the Secret for the key: `spec.key.secretName`, or `<name>-litellm-key` shortened to fit the
+    /// 253 characters of a Kubernetes name.
     pub fn key_secret_name(&self) -> String {
-        self.spec.key.secret_name.clone().unwrap_or_else(|| format!("{}-litellm-key", self.name_any()))
+        match &self.spec.key.secret_name {
+            Some(name) => name.clone(),
+            None => bounded_name(&self.name_any(), "-litellm-key", 253),
+        }
+    }
+
+    /// The resource's name as a label value (at most 63 characters), for labelling what belongs to it.
+    pub fn label_value(&self) -> String {
+        bounded_name(&self.name_any(), "", 63)
     }
 }
+
+/// The annotation whose every new value asks for a key rotation.
+pub const ROTATE_ANNOTATION: &str = "litellm-operator.io/rotate";
 
 /// The user id for a resource without `spec.userId`.
 pub fn derive_user_id(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
 }
 
+/// `base` followed by `suffix` in at most `max` characters: when too long, `base` is cut and a hash of it
+/// keeps the result unique. `base` is a Kubernetes name (lowercase letters, digits, `-` and `.`), so the
+/// result is one too, and a valid label value.
+pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
+    if base.len() + suffix.len() <= max {
+        return format!("{base}{suffix}");
+    }
+    let digest = crate::reconcile::keys::key_hash(base);
+    let tag = &digest[..10];
+    let room = max.saturating_sub(suffix.len() + tag.len() + 1);
+    let head = base[..room.min(base.len())].trim_end_matches(['-', '.']);
+    format!("{head}-{tag}{suffix}")
+}
+
 /// The CRD as YAML, as `litellm-operator crd` prints it and `crds/litellmuser.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     use kube::CustomResourceExt;
-    serde_saphyr::to_string(&LiteLLMUser::crd())
+    let mut crd = serde_json::to_value(LiteLLMUser::crd()).unwrap_or_default();
+    unwrap_descriptions(&mut crd);
+    serde_saphyr::to_string(&crd)
+}
+
+/// Doc comments are wrapped at 120 columns; `kubectl explain` wraps text itself, so a description keeps only
+/// its paragraph breaks.
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                match inner {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(inner),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +513,30 @@ mod tests {
         user.spec.key.secret_name = Some("custom".into());
         assert_eq!(user.litellm_user_id(), "alice@corp");
         assert_eq!(user.key_secret_name(), "custom");
+    }
+
+    #[test]
+    fn descriptions_have_no_hard_line_breaks() {
+        let yaml = crd_yaml().unwrap();
+        let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let text = spec["properties"]["userId"]["description"].as_str().unwrap();
+        assert!(!text.contains('\n') && text.contains("Immutable. When omitted"), "{text}");
+    }
+
+    #[test]
+    fn long_names_get_names_and_labels_that_fit() {
+        let long = "a".repeat(253);
+        let mut user = LiteLLMUser::new(&long, LiteLLMUserSpec::default());
+        user.metadata.namespace = Some("ns".into());
+        let secret = user.key_secret_name();
+        assert!(secret.len() <= 253 && secret.ends_with("-litellm-key"), "{secret}");
+        assert!(user.label_value().len() <= 63);
+        let other = LiteLLMUser::new(&format!("{}b", "a".repeat(252)), LiteLLMUserSpec::default());
+        assert_ne!(other.key_secret_name(), secret, "a cut name stays unique");
+        let dotted = bounded_name(&format!("{}.{}", "a".repeat(50), "b".repeat(30)), "", 63);
+        assert!(dotted.len() <= 63 && !dotted.contains(".-"), "{dotted}");
+        assert_eq!(LiteLLMUser::new("short", LiteLLMUserSpec::default()).label_value(), "short");
     }
 
     #[test]

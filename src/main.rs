@@ -42,9 +42,14 @@ struct RunArgs {
     /// Timeout of one request to the proxy, for example 10s.
     #[arg(long, env = "LITELLM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     litellm_timeout: Duration,
-    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    /// Namespaces to watch, comma-separated; all namespaces when empty or unset.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
+    /// Namespace for the claims on LiteLLM user ids (Leases that decide which resource manages a user id);
+    /// defaults to the operator's own namespace (POD_NAMESPACE). Every operator sharing a proxy must use the
+    /// same one.
+    #[arg(long, env = "CLAIM_NAMESPACE")]
+    claim_namespace: Option<String>,
     /// How often each resource is re-read from the proxy to refresh spend and repair drift, for example 5m.
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     resync_interval: Duration,
@@ -118,7 +123,9 @@ enum MainError {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime::controller=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: log collectors would store the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -162,6 +169,7 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
         listen: args.listen,
         leader_election,
         concurrency: args.concurrency,
+        claim_namespace: args.claim_namespace.clone().unwrap_or_else(|| args.lease_namespace.clone()),
     };
     operator::run(litellm, config).await?;
     Ok(())

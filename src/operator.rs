@@ -17,11 +17,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
     api::ListParams,
-    runtime::{
-        Controller, WatchStreamExt, controller,
-        events::{Recorder, Reporter},
-        reflector, watcher,
-    },
+    core::PartialObjectMeta,
+    runtime::{Controller, WatchStreamExt, controller, reflector, watcher},
 };
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
@@ -30,7 +27,7 @@ use crate::{
     crd::LiteLLMUser,
     litellm::LiteLlmClient,
     metrics::Metrics,
-    reconcile::{self, Context, Settings, keys},
+    reconcile::{self, Context, Settings, claim::Claims, directory::Directory, events::Events, keys},
 };
 
 /// Only one replica reconciles when leader election is on: the holder of this Lease.
@@ -53,6 +50,17 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaderElection>,
     /// Reconciles running at once; bounds memory and the load on the proxy.
     pub concurrency: u16,
+    /// Namespace of the claims on user ids (the operator's own namespace, where tenants cannot write).
+    pub claim_namespace: String,
+}
+
+/// The namespaces to watch, from a comma-separated list: empty entries dropped, each once, and none at all
+/// meaning every namespace.
+pub fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let mut names: Vec<String> = namespaces.iter().map(|ns| ns.trim().to_owned()).filter(|ns| !ns.is_empty()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() { vec![None] } else { names.into_iter().map(Some).collect() }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +133,9 @@ pub async fn run(litellm: LiteLlmClient, config: OperatorConfig) -> Result<(), S
     serve_http(config.listen, HttpState { metrics: metrics.clone(), health: health.clone() }).await?;
     tokio::spawn(watch_proxy(litellm.clone(), health.clone()));
 
-    let probe: Api<LiteLLMUser> = match config.namespaces.first() {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let probe: Api<LiteLLMUser> = match watch_scopes(&config.namespaces).first() {
+        Some(Some(ns)) => Api::namespaced(client.clone(), ns),
+        _ => Api::all(client.clone()),
     };
     probe.list(&ListParams::default().limit(1)).await.map_err(StartError::CrdMissing)?;
 
@@ -193,25 +201,47 @@ async fn run_controllers(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) {
-    let reporter = Reporter {
-        controller: reconcile::FIELD_MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client.clone(), litellm, recorder, config.settings.clone(), metrics));
+    let instance = std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok());
+    let events = Events::new(client.clone(), reconcile::FIELD_MANAGER, instance);
+    let claims = Claims::new(client.clone(), &config.claim_namespace, "default");
+    let directory = Arc::new(Directory::default());
+    tokio::spawn(directory.clone().run(litellm.clone(), config.settings.resync));
 
-    let scopes: Vec<Option<String>> =
-        if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
+    let scopes = watch_scopes(&config.namespaces);
     info!(scopes = ?scopes, "starting controllers");
+    // Only the operator's own Secrets, and only their metadata: enough to know a Secret is where the
+    // operator left it without reading it, and small enough to cache for every user.
     let secrets_config = watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY_LABEL, keys::MANAGED_BY));
+    let mut secret_stores = Vec::new();
+    let mut watches = Vec::new();
+    for scope in scopes {
+        let (users, secrets): (Api<LiteLLMUser>, Api<PartialObjectMeta<Secret>>) = match &scope {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let (reader, writer) = reflector::store();
+        let secrets = watcher(secrets, secrets_config.clone().any_semantic())
+            .default_backoff()
+            .modify(|secret| secret.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects();
+        secret_stores.push(reader);
+        watches.push((users, secrets));
+    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        litellm,
+        events,
+        config.settings.clone(),
+        metrics,
+        claims,
+        directory,
+        secret_stores,
+    ));
     let mut stores = Vec::new();
-    let controllers: Vec<_> = scopes
+    let controllers: Vec<_> = watches
         .into_iter()
-        .map(|scope| {
-            let (users, secrets): (Api<LiteLLMUser>, Api<Secret>) = match &scope {
-                Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-                None => (Api::all(client.clone()), Api::all(client.clone())),
-            };
+        .map(|(users, secrets)| {
             // The cache keeps every LiteLLMUser; managed fields are most of an object's size and never read.
             let (reader, writer) = reflector::store();
             let users = watcher(users, watcher::Config::default().any_semantic())
@@ -220,7 +250,7 @@ async fn run_controllers(
                 .reflect(writer)
                 .applied_objects();
             let controller = Controller::for_stream(users, reader)
-                .owns(secrets, secrets_config.clone().any_semantic())
+                .owns_stream(secrets)
                 .with_config(controller::Config::default().concurrency(config.concurrency))
                 .shutdown_on_signal();
             stores.push(controller.store());
@@ -247,8 +277,11 @@ async fn run_controllers(
     });
     stream::select_all(controllers)
         .for_each(|result| async move {
-            if let Err(err) = result {
-                warn!(error = %err, "controller error");
+            match result {
+                Ok(_) => {}
+                // A requeue of a resource deleted in the meantime: nothing to do.
+                Err(controller::Error::ObjectNotFound(obj)) => tracing::debug!(object = %obj, "resource is gone"),
+                Err(err) => warn!(error = %err, "controller error"),
             }
         })
         .await;
@@ -266,5 +299,19 @@ async fn watch_proxy(litellm: LiteLlmClient, health: Arc<Health>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_namespace_list_means_every_namespace() {
+        assert_eq!(watch_scopes(&[]), vec![None]);
+        assert_eq!(watch_scopes(&["".into()]), vec![None]);
+        assert_eq!(watch_scopes(&[" ".into(), "".into()]), vec![None]);
+        let scopes = watch_scopes(&["b".into(), "a".into(), "b".into(), " a ".into()]);
+        assert_eq!(scopes, vec![Some("a".into()), Some("b".into())]);
     }
 }

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 
 use super::{
     error::{ApiError, error_message},
-    types::{ActivityTotals, KeyRecord, UserInfo, UserListPage, UserRecord},
+    types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord},
 };
 
 /// The proxy's master key. Its `Debug` and `Display` never show the value.
@@ -56,11 +56,12 @@ pub struct LiteLlmClient {
 }
 
 /// Result of `POST /user/new`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Created {
-    Created,
-    /// Newer proxies answer 409 when the id (or e-mail) is taken.
-    Conflict,
+    /// The proxy stored the user; its answer describes the user, when it could be read.
+    Created(Option<Box<UserRecord>>),
+    /// Newer proxies answer 409 when the id or the e-mail is taken; the message says which.
+    Conflict { message: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +125,10 @@ impl LiteLlmClient {
 
     /// `POST /user/new`, with the user as the proxy's answer describes it (it echoes the stored fields, such as a
     /// computed `budget_reset_at`).
-    pub async fn user_new(&self, body: &Value) -> Result<(Created, Option<UserRecord>), ApiError> {
+    pub async fn user_new(&self, body: &Value) -> Result<Created, ApiError> {
         match self.call("/user/new", Method::POST, &[], Some(body)).await {
-            Ok(answer) => Ok((Created::Created, serde_json::from_str(&answer).ok())),
-            Err(err) if err.status() == Some(409) => Ok((Created::Conflict, None)),
+            Ok(answer) => Ok(Created::Created(serde_json::from_str(&answer).ok().map(Box::new))),
+            Err(ApiError::Status { status: 409, message, .. }) => Ok(Created::Conflict { message }),
             Err(err) => Err(err),
         }
     }
@@ -150,12 +151,41 @@ impl LiteLlmClient {
         }
     }
 
-    /// `GET /user/list`, one page.
+    /// `GET /user/list`, one page, in user id order so that pages stay put while users are created.
     pub async fn user_list(&self, page: i64, page_size: i64) -> Result<UserListPage, ApiError> {
         const EP: &str = "/user/list";
         let (page, page_size) = (page.to_string(), page_size.to_string());
-        let body = self.call(EP, Method::GET, &[("page", &page), ("page_size", &page_size)], None).await?;
+        let query = [("page", page.as_str()), ("page_size", &page_size), ("sort_by", "user_id"), ("sort_order", "asc")];
+        let body = self.call(EP, Method::GET, &query, None).await?;
         parse(EP, &body)
+    }
+
+    /// `GET /key/list`, one page of full key records.
+    pub async fn key_list(&self, page: i64, size: i64) -> Result<KeyListPage, ApiError> {
+        const EP: &str = "/key/list";
+        let (page, size) = (page.to_string(), size.to_string());
+        let query = [("page", page.as_str()), ("size", &size), ("return_full_object", "true")];
+        let body = self.call(EP, Method::GET, &query, None).await?;
+        parse(EP, &body)
+    }
+
+    /// `GET /key/info` by the key's hash: the key's record, or `None` when the proxy has no such key.
+    pub async fn key_info(&self, hash: &str) -> Result<Option<KeyRecord>, ApiError> {
+        const EP: &str = "/key/info";
+        match self.call(EP, Method::GET, &[("key", hash)], None).await {
+            Ok(body) => Ok(parse::<KeyInfo>(EP, &body)?.info),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `POST /key/update` of the key with this hash.
+    pub async fn key_update(&self, hash: &str, fields: &Value) -> Result<(), ApiError> {
+        let mut body = json!({ "key": hash });
+        if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
+            body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        self.call("/key/update", Method::POST, &[], Some(&body)).await.map(drop)
     }
 
     /// `POST /key/generate` with a key value chosen by the operator. Re-sending the same key is a no-op on the
@@ -189,13 +219,32 @@ impl LiteLlmClient {
         self.call("/team/member_delete", Method::POST, &[], Some(&body)).await.map(drop)
     }
 
-    /// `GET /user/daily/activity` totals for one user between two dates (`YYYY-MM-DD`, inclusive).
+    /// `GET /user/daily/activity` totals for one user between two dates (`YYYY-MM-DD`, inclusive), over every
+    /// page (LiteLLM totals each page on its own).
     pub async fn daily_activity(&self, user_id: &str, start: &str, end: &str) -> Result<ActivityTotals, ApiError> {
         const EP: &str = "/user/daily/activity";
-        let query = [("user_id", user_id), ("start_date", start), ("end_date", end), ("page_size", "1000")];
-        let body = self.call(EP, Method::GET, &query, None).await?;
-        let value: Value = parse(EP, &body)?;
-        Ok(value.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default())
+        /// A bound on pages, so that a proxy that always says `has_more` cannot keep us here.
+        const MAX_PAGES: u32 = 50;
+        let mut totals = ActivityTotals::default();
+        for page in 1..=MAX_PAGES {
+            let page = page.to_string();
+            let query = [
+                ("user_id", user_id),
+                ("start_date", start),
+                ("end_date", end),
+                ("page_size", "1000"),
+                ("page", &page),
+            ];
+            let body = self.call(EP, Method::GET, &query, None).await?;
+            let value: Value = parse(EP, &body)?;
+            let this: ActivityTotals =
+                value.get("metadata").and_then(|m| serde_json::from_value(m.clone()).ok()).unwrap_or_default();
+            totals = totals.plus(this);
+            if !this.has_more {
+                break;
+            }
+        }
+        Ok(totals)
     }
 
     async fn call(

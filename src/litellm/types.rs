@@ -67,13 +67,20 @@ pub struct UserRecord {
     pub key_count: Option<i64>,
 }
 
-/// A key as `/user/info` lists it: `token` is the SHA-256 of the key, never the key.
+/// A key as `/user/info`, `/key/list` and `/key/info` describe it: `token` is the SHA-256 of the key, never
+/// the key.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 pub struct KeyRecord {
     #[serde(default, deserialize_with = "null_default")]
     pub token: String,
     #[serde(default, deserialize_with = "null_default")]
     pub key_alias: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub user_id: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub aliases: Map<String, Value>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub expires: Option<String>,
 }
 
 /// `GET /user/list`.
@@ -85,7 +92,24 @@ pub struct UserListPage {
     pub total_pages: i64,
 }
 
-/// Totals of `GET /user/daily/activity` (its `metadata` object).
+/// `GET /key/list?return_full_object=true`.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct KeyListPage {
+    #[serde(default, deserialize_with = "null_default")]
+    pub keys: Vec<KeyRecord>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub total_pages: i64,
+}
+
+/// `GET /key/info`: the key's row is `info`.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct KeyInfo {
+    #[serde(default, deserialize_with = "null_default")]
+    pub info: Option<KeyRecord>,
+}
+
+/// Totals of `GET /user/daily/activity` (its `metadata` object). LiteLLM totals each page on its own, and says
+/// whether more pages follow.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
 pub struct ActivityTotals {
     #[serde(default, deserialize_with = "null_default")]
@@ -94,6 +118,24 @@ pub struct ActivityTotals {
     pub total_tokens: Option<i64>,
     #[serde(default, deserialize_with = "lenient_int")]
     pub total_api_requests: Option<i64>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub has_more: bool,
+}
+
+impl ActivityTotals {
+    /// The totals of two pages together.
+    pub fn plus(self, other: ActivityTotals) -> ActivityTotals {
+        let add = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or_default() + b.unwrap_or_default()),
+        };
+        ActivityTotals {
+            total_spend: self.total_spend + other.total_spend,
+            total_tokens: add(self.total_tokens, other.total_tokens),
+            total_api_requests: add(self.total_api_requests, other.total_api_requests),
+            has_more: other.has_more,
+        }
+    }
 }
 
 fn null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -142,6 +184,6 @@ mod tests {
         assert_eq!(user.rpm_limit, None);
         assert_eq!(user.max_budget, Some(10.0));
         assert_eq!(user.spend, 1.0);
-        assert_eq!(keys, vec![KeyRecord { token: "h1".into(), key_alias: None }]);
+        assert_eq!(keys, vec![KeyRecord { token: "h1".into(), ..KeyRecord::default() }]);
     }
 }

@@ -337,6 +337,8 @@ impl Operator {
             .env("LITELLM_URL", &options.litellm_url)
             .env("LITELLM_MASTER_KEY", &options.master_key)
             .env("RUST_LOG", "info")
+            // Every operator of the suite arbitrates user ids in the chart's namespace, as installed operators do.
+            .env("CLAIM_NAMESPACE", std::env::var("E2E_LEASE_NAMESPACE").unwrap_or_else(|_| "default".into()))
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(file)

@@ -1,0 +1,243 @@
+//! Observe: one typed snapshot of the world for one resource — its claim on the user id, the proxy's user and
+//! keys, the key Secret — read with as few calls as possible (the Secret from the watch cache when it is where
+//! the operator last left it, the user from the directory snapshot on a resync). Only reads happen here;
+//! nothing is decided.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt, core::PartialObjectMeta};
+
+use super::{
+    Context, Error,
+    claim::Claim,
+    desired,
+    keys::{self, controlled_by, released_for},
+};
+use crate::{
+    crd::{LiteLLMUser, LiteLLMUserStatus},
+    litellm::{KeyRecord, UserRecord},
+};
+
+/// Everything `decide` needs to know about the world outside the resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct World {
+    pub claim: ClaimView,
+    pub proxy: ProxyView,
+    pub secret: SecretView,
+    /// Whether the LiteLLMUser named in the proxy user's ownership mark exists (when another one is named).
+    pub marked_owner_exists: bool,
+    /// The Secret named in `status.keySecretName`, when the spec now names another one and this resource still
+    /// controls the old one.
+    pub previous_secret: Option<String>,
+    /// The message of a 409 from `/user/new` in this reconcile: the id or the e-mail is taken.
+    pub create_conflict: Option<String>,
+}
+
+/// Who may manage the user id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimView {
+    /// This resource (as its status records, or as the claim says).
+    Ours,
+    /// Nobody has claimed it.
+    Free,
+    /// The claim's holder no longer exists (or is a deleted resource of the same name).
+    Stale(Claim),
+    /// Another LiteLLMUser, which exists, holds it.
+    Theirs { holder: String },
+}
+
+/// The proxy's user.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProxyView {
+    /// Not read (another resource manages the user id, so there is nothing to look at).
+    NotRead,
+    Absent,
+    Present {
+        record: Box<UserRecord>,
+        keys: Vec<KeyRecord>,
+        /// Seen in the directory snapshot rather than read: good only to confirm that nothing needs doing.
+        from_snapshot: bool,
+    },
+}
+
+/// The key Secret.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SecretView {
+    /// Keys are off for this resource.
+    NotWanted,
+    Absent,
+    /// A Secret of that name that the operator does not manage for this resource.
+    Foreign,
+    /// A Secret the operator released when a resource of this name was deleted with `Retain`.
+    Released {
+        key_hash: Option<String>,
+        secret: Box<Secret>,
+    },
+    /// A Secret this resource controls. `secret` is `None` when it was known without reading it (still at the
+    /// version the status records, so it holds the key the status records).
+    Owned {
+        key_hash: Option<String>,
+        resource_version: String,
+        secret: Option<Box<Secret>>,
+    },
+}
+
+/// What earlier rounds of this reconcile learned, to look at the world differently this time.
+#[derive(Clone, Debug, Default)]
+pub struct Hints {
+    /// Read the user from the proxy, not from the snapshot.
+    pub read_proxy: bool,
+    /// `/user/new` answered 409 with this message.
+    pub create_conflict: Option<String>,
+    /// This reconcile won the claim.
+    pub claimed: bool,
+}
+
+pub async fn world(
+    ctx: &Context,
+    user: &LiteLLMUser,
+    status: &LiteLLMUserStatus,
+    hints: &Hints,
+) -> Result<World, Error> {
+    let user_id = user.litellm_user_id();
+    let claim = claim(ctx, user, status, &user_id, hints).await?;
+    let mut world = World {
+        claim,
+        proxy: ProxyView::NotRead,
+        secret: SecretView::NotWanted,
+        marked_owner_exists: false,
+        previous_secret: None,
+        create_conflict: hints.create_conflict.clone(),
+    };
+    // Until this resource holds the claim, there is nothing to look at: the next step is claiming.
+    if world.claim != ClaimView::Ours {
+        return Ok(world);
+    }
+    world.proxy = proxy(ctx, user, status, &user_id, hints).await?;
+    if let ProxyView::Present { record, .. } = &world.proxy
+        && let Some(owner) = desired::marked_owner(&record.metadata)
+        && owner != super::claim::holder(user)
+    {
+        world.marked_owner_exists = resource_exists(ctx, owner).await?;
+    }
+    if user.spec.key.enabled {
+        world.secret = secret(ctx, user, status).await?;
+    }
+    if let Some(previous) = status.key_secret_name.as_ref().filter(|name| **name != user.key_secret_name()) {
+        let meta = secret_meta(ctx, user, previous).await?;
+        if meta.is_some_and(|meta| controlled_by(&meta, user)) {
+            world.previous_secret = Some(previous.clone());
+        }
+    }
+    Ok(world)
+}
+
+async fn claim(
+    ctx: &Context,
+    user: &LiteLLMUser,
+    status: &LiteLLMUserStatus,
+    user_id: &str,
+    hints: &Hints,
+) -> Result<ClaimView, Error> {
+    // The status is written only by the operator, and only after the claim was won.
+    if hints.claimed || status.user_id.as_deref() == Some(user_id) {
+        return Ok(ClaimView::Ours);
+    }
+    let Some(claim) = ctx.claims.read(user_id).await? else { return Ok(ClaimView::Free) };
+    if claim.held_by(user) {
+        return Ok(ClaimView::Ours);
+    }
+    let alive = match claim.holder.split_once('/') {
+        Some((namespace, name)) => {
+            let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), namespace);
+            match api.get_opt(name).await {
+                Ok(found) => found.is_some_and(|holder| holder.uid().as_deref() == Some(claim.holder_uid.as_str())),
+                // Without the right to look (an operator watching only some namespaces), assume it exists.
+                Err(kube::Error::Api(status)) if status.code == 403 => true,
+                Err(err) => return Err(super::kube_err("look up the holder of a user id claim")(err)),
+            }
+        }
+        None => false,
+    };
+    Ok(if alive { ClaimView::Theirs { holder: claim.holder } } else { ClaimView::Stale(claim) })
+}
+
+async fn proxy(
+    ctx: &Context,
+    user: &LiteLLMUser,
+    status: &LiteLLMUserStatus,
+    user_id: &str,
+    hints: &Hints,
+) -> Result<ProxyView, Error> {
+    let settled = status.synced_generation.is_some()
+        && status.synced_generation == user.metadata.generation
+        && status.user_id.as_deref() == Some(user_id)
+        && super::conditions::is_true(&status.conditions, super::conditions::READY);
+    if settled && !hints.read_proxy {
+        let changed = status.last_sync_time.as_deref().and_then(|t| t.parse().ok());
+        let max_age = ctx.settings.resync.saturating_mul(2);
+        if let Some(entry) = ctx.directory.lookup(user_id, changed, max_age).await {
+            return Ok(ProxyView::Present { record: Box::new(entry.record), keys: entry.keys, from_snapshot: true });
+        }
+    }
+    Ok(match ctx.litellm.user_info(user_id).await? {
+        Some((record, keys)) => ProxyView::Present { record: Box::new(record), keys, from_snapshot: false },
+        None => ProxyView::Absent,
+    })
+}
+
+async fn secret(ctx: &Context, user: &LiteLLMUser, status: &LiteLLMUserStatus) -> Result<SecretView, Error> {
+    let name = user.key_secret_name();
+    // Where the operator last left it, the Secret still holds the key the status records: no need to read it.
+    if let Some(meta) = ctx.secret_meta(user, &name)
+        && controlled_by(&meta.metadata, user)
+        && meta.metadata.resource_version.is_some()
+        && meta.metadata.resource_version == status.key_secret_version
+        && status.key_secret_name.as_deref() == Some(name.as_str())
+    {
+        return Ok(SecretView::Owned {
+            key_hash: status.key_hash.clone(),
+            resource_version: meta.metadata.resource_version.clone().unwrap_or_default(),
+            secret: None,
+        });
+    }
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let Some(secret) = secrets.get_opt(&name).await.map_err(super::kube_err("read the key Secret"))? else {
+        return Ok(SecretView::Absent);
+    };
+    let key_hash = keys::hash_in(&secret);
+    Ok(if controlled_by(&secret.metadata, user) {
+        SecretView::Owned {
+            key_hash,
+            resource_version: secret.resource_version().unwrap_or_default(),
+            secret: Some(Box::new(secret)),
+        }
+    } else if released_for(&secret.metadata, user) {
+        SecretView::Released { key_hash, secret: Box::new(secret) }
+    } else {
+        SecretView::Foreign
+    })
+}
+
+/// The metadata of one of the resource's Secrets: from the watch cache, or read.
+async fn secret_meta(ctx: &Context, user: &LiteLLMUser, name: &str) -> Result<Option<kube::api::ObjectMeta>, Error> {
+    if let Some(meta) = ctx.secret_meta(user, name) {
+        return Ok(Some(meta.metadata.clone()));
+    }
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let found: Option<PartialObjectMeta<Secret>> =
+        secrets.get_metadata_opt(name).await.map_err(super::kube_err("read a key Secret's metadata"))?;
+    Ok(found.map(|meta| meta.metadata))
+}
+
+/// Whether the LiteLLMUser named `namespace/name` exists.
+async fn resource_exists(ctx: &Context, owner: &str) -> Result<bool, Error> {
+    let Some((namespace, name)) = owner.split_once('/') else { return Ok(false) };
+    let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(found) => Ok(found.is_some()),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(true),
+        Err(err) => Err(super::kube_err("look up the owner of a LiteLLM user")(err)),
+    }
+}
