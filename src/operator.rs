@@ -203,7 +203,7 @@ async fn run_controllers(
 ) {
     let instance = std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok());
     let events = Events::new(client.clone(), reconcile::FIELD_MANAGER, instance);
-    let claims = Claims::new(client.clone(), &config.claim_namespace, "default");
+    let claims = Claims::new(client.clone(), &config.claim_namespace, litellm.base_url().as_str());
     let directory = Arc::new(Directory::default());
     tokio::spawn(directory.clone().run(litellm.clone(), config.settings.resync));
 

@@ -100,6 +100,11 @@ impl LiteLlmClient {
         Ok(LiteLlmClient { http, base_url, master_key: config.master_key, metrics: None })
     }
 
+    /// The proxy's base URL, which also names the proxy (claims on user ids are per proxy).
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
     /// Counts and times every call in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);

@@ -28,7 +28,7 @@ const CLAIM_LABEL: &str = "litellm-operator.io/claim";
 #[derive(Clone)]
 pub struct Claims {
     api: Api<Lease>,
-    /// Claims are per proxy: the same user id on two proxies is two users.
+    /// Claims are per proxy (named by its URL): the same user id on two proxies is two users.
     proxy: String,
 }
 

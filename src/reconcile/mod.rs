@@ -284,6 +284,7 @@ async fn converge(
     written: &mut LiteLLMUserStatus,
 ) -> Result<Box<decide::Plan>, Error> {
     let mut hints = Hints::default();
+    let mut read_latest = false;
     for _ in 0..MAX_ROUNDS {
         let status = written.clone();
         let world = observe::world(ctx, user, &status, &hints).await?;
@@ -302,6 +303,20 @@ async fn converge(
             }
             Decision::Act(plan) => plan,
         };
+        // The cache may not have caught up with this operator's own last status write yet, and status is what
+        // says which keys are ours: before issuing or revoking on its word, read the resource itself.
+        let touches_keys = plan.key.issue.is_some() || !plan.key.revoke.is_empty() || plan.key.take_back;
+        if touches_keys && plan.create.is_none() && !read_latest {
+            read_latest = true;
+            let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+            let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
+            let latest = api.get(&user.name_any()).await.map_err(kube_err("read the resource"))?;
+            let latest = latest.status.unwrap_or_default();
+            if latest != status {
+                *written = latest;
+                continue;
+            }
+        }
         match act::run(ctx, user, &world, *plan, fresh, written).await? {
             act::Acted::Again(learned) => {
                 hints = Hints { claimed: hints.claimed || learned.claimed, ..learned };
@@ -386,19 +401,22 @@ async fn delete_or_retain(user: &LiteLLMUser, ctx: &Context, user_id: &str) -> R
     if user.spec.deletion_policy == DeletionPolicy::Retain {
         release_secret(user, ctx).await?;
         info!(user_id, "resource deleted; LiteLLM user retained");
-    } else if manages {
-        let me = claim::holder(user);
-        if let Some((record, _)) = ctx.litellm.user_info(user_id).await? {
-            match desired::marked_owner(&record.metadata) {
-                Some(owner) if owner != me => info!(user_id, "LiteLLM user is managed by {owner}; left untouched"),
-                _ => {
-                    let existed = ctx.litellm.user_delete(user_id).await?;
-                    info!(user_id, existed, "deleted LiteLLM user");
-                }
-            }
+    } else if let Some((record, _)) = ctx.litellm.user_info(user_id).await? {
+        // Ours by its mark (also when the resource was deleted before its status said so), or by status alone
+        // when someone wiped the mark; a user marked by anyone else is never deleted.
+        match desired::marked_owner(&record.metadata) {
+            Some(owner) if owner == claim::holder(user) => delete_user(ctx, user_id).await?,
+            None if manages => delete_user(ctx, user_id).await?,
+            _ => info!(user_id, "LiteLLM user is not managed by this resource; left untouched"),
         }
     }
     ctx.claims.release(user, user_id).await
+}
+
+async fn delete_user(ctx: &Context, user_id: &str) -> Result<(), Error> {
+    let existed = ctx.litellm.user_delete(user_id).await?;
+    info!(user_id, existed, "deleted LiteLLM user");
+    Ok(())
 }
 
 /// Removes this resource's owner reference from its key Secret, so garbage collection keeps it. The Secret

@@ -2,6 +2,7 @@
 //! Run it with `hack/e2e.sh`, which starts the test bed; the tests are `#[ignore]`d for plain `cargo test`.
 
 mod support;
+mod trust;
 
 use std::time::Duration;
 
