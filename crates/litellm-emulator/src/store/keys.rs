@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::{ADMIN_USER_ID, Caller, Key, Store, extend, key_name, mask, sha256_hex};
-use crate::emulator::{
+use crate::{
     Generation,
     clock::Instant,
     reply::{Issue, Kind, Param, Reply, as_f64, as_i64, validated_body},

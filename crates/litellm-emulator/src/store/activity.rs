@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::{Store, Usage, extend, query_int};
-use crate::emulator::{EmulatorError, Generation, clock, reply::Reply};
+use crate::{EmulatorError, Generation, clock, reply::Reply};
 
 impl Store {
     /// `GET /user/daily/activity`: usage per day, newest first, with totals in `metadata`.

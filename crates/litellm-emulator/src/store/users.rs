@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 use super::{Key, Store, User, View, extend, key_name, query_int, request_metadata, sha256_hex};
-use crate::emulator::{
+use crate::{
     Generation,
     clock::{Instant, Period},
     reply::{Issue, Kind, Param, Reply, as_f64, as_i64, check_body, is_empty, parse_body, validated_body},

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{Key, Store, Team, User, View, extend};
-use crate::emulator::Generation;
+use crate::Generation;
 
 impl Store {
     pub(super) fn user_json(&self, user: &User, view: View) -> Value {

@@ -6,8 +6,8 @@
 //!
 //! ```sh
 //! eval "$(bash ../shared/testbed/litellm/up.sh /tmp/contract-1108 --version 1.108.7 --port 4510 --pg-port 55510)"
-//! cargo test --test contract -- --ignored --exact record_real_proxy_expectations   # rewrite the file
-//! cargo test --test contract -- --ignored --exact real_proxy_matches_expectations  # or only compare (CI)
+//! cargo test -p litellm-emulator --test contract -- --ignored --exact record_real_proxy_expectations   # rewrite the file
+//! cargo test -p litellm-emulator --test contract -- --ignored --exact real_proxy_matches_expectations  # or only compare (CI)
 //! ```
 //!
 //! `emulator_matches_recorded_expectations` runs the same sequence against an in-process emulator of each
@@ -16,7 +16,7 @@
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
-use litellm_operator::emulator::{Emulator, EmulatorConfig, Generation};
+use litellm_emulator::{Emulator, EmulatorConfig, Generation};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -889,7 +889,7 @@ async fn record_real_proxy_expectations() {
     let file = json!({
         "version": version,
         "about": "Answers of a real LiteLLM proxy to the sequence in tests/contract.rs, normalised. Written by \
-                  `cargo test --test contract -- --ignored --exact record_real_proxy_expectations`; do not edit.",
+                  `cargo test -p litellm-emulator --test contract -- --ignored --exact record_real_proxy_expectations`; do not edit.",
         "steps": steps,
     });
     let path = expected_path(&version);

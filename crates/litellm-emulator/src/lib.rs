@@ -14,7 +14,7 @@
 //! State lives in memory behind a mutex; nothing is persisted. Keys are kept only as SHA-256 hashes.
 //!
 //! Besides the Rust API, everything is reachable over HTTP with the master key, for the standalone
-//! `litellm-operator emulator` command: `POST /emulator/faults`, `DELETE /emulator/faults`,
+//! `litellm-emulator` binary: `POST /emulator/faults`, `DELETE /emulator/faults`,
 //! `POST /emulator/spend`, `POST /emulator/reset` and `GET /emulator/stats`.
 
 mod clock;
