@@ -804,7 +804,7 @@ impl Target {
                      successful_requests) values {}",
                     values.join(",")
                 );
-                let output = std::process::Command::new("psql")
+                let output = std::process::Command::new(psql())
                     .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-c", &sql])
                     .output()
                     .expect("run psql");
@@ -814,6 +814,22 @@ impl Target {
         }
         json!({ "rows": USAGE_ROWS.len() })
     }
+}
+
+/// `psql` from PATH, or from the PostgreSQL the test bed installed (as its verify.sh looks for it).
+fn psql() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|dir| dir.join("psql")).find(|psql| psql.is_file()));
+    let installed = || {
+        let versions = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+        let mut found: Vec<PathBuf> = versions
+            .filter_map(|entry| Some(entry.ok()?.path().join("bin/psql")))
+            .filter(|psql| psql.is_file())
+            .collect();
+        found.sort();
+        found.pop()
+    };
+    on_path.flatten().or_else(installed).unwrap_or_else(|| PathBuf::from("psql"))
 }
 
 /// The values of one run: fresh ids, keys and dates, and how to turn them back into placeholders.
