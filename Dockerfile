@@ -6,6 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && r
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY crds ./crds
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin litellm-operator \
  && cp target/x86_64-unknown-linux-musl/release/litellm-operator /litellm-operator

@@ -18,10 +18,8 @@ use kube::{
     api::{ListParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
-use litellm_operator::{
-    crd::LiteLLMUser,
-    emulator::{Emulator, EmulatorConfig, Generation},
-};
+use litellm_emulator::{Emulator, EmulatorConfig, Generation};
+use litellm_operator::crd::LiteLLMUser;
 use serde_json::{Value, json};
 
 const RESYNC: Duration = Duration::from_secs(60);

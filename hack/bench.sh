@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The scale benchmark: the real operator binary (release build) against a real kube-apiserver (its own control
-# plane on other ports than the test suite's) and the LiteLLM emulator, for 100, 1,000 and 10,000 users.
+# plane on other ports than the test suite's) and the LiteLLM emulator (crates/litellm-emulator, in the benchmark's
+# process), for 100, 1,000 and 10,000 users.
 # Prints the figures and writes BENCHMARKS.md (with the command, the machine and a plot).
 #
 #   hack/bench.sh                       all sizes (about 15 minutes on 2 cores)

@@ -35,7 +35,8 @@ trap cleanup EXIT
 
 # 1. The operator binary and the suite, built once.
 cargo build --quiet --bin litellm-operator
-cargo test --quiet --test e2e --test contract --no-run
+cargo test --quiet --test e2e --no-run
+cargo test --quiet -p litellm-emulator --test contract --no-run
 KSTATUS_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/litellm-operator/kstatus"
 (cd hack/kstatus && go build -o "$KSTATUS_BIN" .)
 export KSTATUS_BIN
@@ -99,8 +100,8 @@ for version in $VERSIONS; do
   source "$envfile"
   export E2E_LOG_DIR="$STATE/operator-logs/$version"
   log "suite against LiteLLM $LITELLM_VERSION at $LITELLM_URL"
-  # The emulator is held to this proxy: the same requests, the same answers (tests/contract.rs).
-  cargo test --quiet --test contract -- --ignored --exact real_proxy_matches_expectations || failed=1
+  # The emulator is held to this proxy: the same requests, the same answers (crates/litellm-emulator/tests/contract.rs).
+  cargo test --quiet -p litellm-emulator --test contract -- --ignored --exact real_proxy_matches_expectations || failed=1
   cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" --skip serial_ --skip emulator_ || failed=1
   # Tests that stop the shared proxy run alone.
   cargo test --quiet --test e2e -- --ignored --test-threads 1 serial_ || failed=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the operator's main job on this machine: a local Kubernetes API server, a LiteLLM proxy (the built-in
-# emulator by default, the real proxy with --real), the operator, and examples/minimal.yaml applied; ends by
-# showing the user's Secret and status.
+# Runs the operator's main job on this machine: a local Kubernetes API server, a LiteLLM proxy (the emulator
+# from crates/litellm-emulator by default, the real proxy with --real), the operator, and examples/minimal.yaml
+# applied; ends by showing the user's Secret and status.
 #
 #   hack/quickstart.sh          start everything (state in ./.quickstart), leave it running
 #   hack/quickstart.sh --real   the same with a real LiteLLM proxy and PostgreSQL (LITELLM_VERSION, default 1.108.7)
@@ -29,7 +29,8 @@ fi
 mkdir -p "$STATE"
 log "building the operator"
 cargo build --quiet --release --bin litellm-operator
-BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/litellm-operator"
+RELEASE="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
+BIN="$RELEASE/litellm-operator"
 
 if [ "${1:-}" = --real ]; then
   log "starting LiteLLM ${LITELLM_VERSION:-1.108.7} with PostgreSQL (a few minutes the first time) and Kubernetes"
@@ -37,9 +38,11 @@ if [ "${1:-}" = --real ]; then
     >"$STATE/litellm.env" 2>"$STATE/litellm.up.log" &
   proxy=$!
 else
+  log "building the LiteLLM emulator (crates/litellm-emulator)"
+  cargo build --quiet --release -p litellm-emulator --bin litellm-emulator
   log "starting the LiteLLM emulator and Kubernetes"
   if ! { [ -f "$STATE/emulator.pid" ] && kill -0 "$(cat "$STATE/emulator.pid")" 2>/dev/null; }; then
-    LITELLM_MASTER_KEY=sk-quickstart-master-key "$BIN" emulator --port 4000 >"$STATE/emulator.log" 2>&1 &
+    LITELLM_MASTER_KEY=sk-quickstart-master-key "$RELEASE/litellm-emulator" --port 4000 >"$STATE/emulator.log" 2>&1 &
     echo $! >"$STATE/emulator.pid"
   fi
   printf 'export LITELLM_URL=http://127.0.0.1:4000\nexport LITELLM_MASTER_KEY=sk-quickstart-master-key\n' >"$STATE/litellm.env"

@@ -8,10 +8,10 @@ start=$SECONDS
 phase() { printf '[test] %s: %d s\n' "$1" $((SECONDS - start)) >&2; start=$SECONDS; }
 
 cargo fmt --all -- --check
-cargo clippy --quiet --all-targets -- -D warnings
+cargo clippy --quiet --workspace --all-targets -- -D warnings
 phase "format and lints"
 
-cargo test --quiet
+cargo test --quiet --workspace
 phase "unit tests"
 
 bash hack/generate.sh --check

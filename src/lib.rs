@@ -1,7 +1,6 @@
 //! litellm-operator: keeps LiteLLM proxy users equal to `LiteLLMUser` resources.
 
 pub mod crd;
-pub mod emulator;
 pub mod litellm;
 pub mod metrics;
 pub mod operator;

@@ -23,8 +23,6 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the LiteLLMUser CustomResourceDefinition as YAML.
     Crd,
-    /// Serve an emulator of LiteLLM's admin API on 127.0.0.1, for tests and local experiments (not production).
-    Emulator(EmulatorArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,8 +114,6 @@ enum MainError {
     Start(#[from] operator::StartError),
     #[error("cannot render the CRD: {0}")]
     Yaml(String),
-    #[error("cannot start the emulator: {0}")]
-    Emulator(std::io::Error),
 }
 
 fn init_logging(format: LogFormat) {
@@ -184,7 +180,6 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => crd_yaml().map(|yaml| print!("{yaml}")),
-        Command::Emulator(args) => run_emulator(args).await,
         Command::Run(args) => {
             init_logging(args.log_format);
             run(*args).await
@@ -196,61 +191,6 @@ async fn main() -> ExitCode {
             error!("{err}");
             eprintln!("litellm-operator: {err}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-#[derive(clap::Args, Debug)]
-struct EmulatorArgs {
-    /// Port on 127.0.0.1; 0 picks a free one.
-    #[arg(long, default_value_t = 4000)]
-    port: u16,
-    /// Which LiteLLM to behave like: newer (1.108.7) or older (1.80.5).
-    #[arg(long, value_enum, default_value = "newer")]
-    generation: GenerationArg,
-    /// Seed for probabilistic faults and generated ids.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum GenerationArg {
-    Newer,
-    Older,
-}
-
-/// Serves the emulator until Ctrl-C. The master key comes from LITELLM_MASTER_KEY, like the real proxy's.
-async fn run_emulator(args: EmulatorArgs) -> Result<(), MainError> {
-    use litellm_operator::emulator::{DEFAULT_MASTER_KEY, Emulator, EmulatorConfig, Generation};
-
-    init_logging(LogFormat::Text);
-    let generation = match args.generation {
-        GenerationArg::Newer => Generation::Newer,
-        GenerationArg::Older => Generation::Older,
-    };
-    let mut config = EmulatorConfig::new(generation);
-    config.port = args.port;
-    config.seed = args.seed;
-    let from_env = std::env::var("LITELLM_MASTER_KEY").ok().map(|key| key.trim().to_owned()).filter(|k| !k.is_empty());
-    if let Some(key) = &from_env {
-        config.master_key = key.clone();
-    }
-    let emulator = Emulator::start(config).await.map_err(MainError::Emulator)?;
-    println!("LiteLLM emulator ({}, like {}) on {}", args.generation_name(), generation.version(), emulator.url());
-    match from_env {
-        // The default key is a well-known test value, so printing it reveals nothing.
-        None => println!("master key: {DEFAULT_MASTER_KEY} (set LITELLM_MASTER_KEY to choose another)"),
-        Some(_) => println!("master key: the value of LITELLM_MASTER_KEY"),
-    }
-    let _ = tokio::signal::ctrl_c().await;
-    Ok(())
-}
-
-impl EmulatorArgs {
-    fn generation_name(&self) -> &'static str {
-        match self.generation {
-            GenerationArg::Newer => "newer",
-            GenerationArg::Older => "older",
         }
     }
 }

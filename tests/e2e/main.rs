@@ -661,7 +661,7 @@ fn argocd_health(ns: &TestNamespace, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn emulator_fault_suite_invariants_hold() {
-    use litellm_operator::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, Generation};
+    use litellm_emulator::{Emulator, EmulatorConfig, Fault, FaultKind, Generation};
 
     let faults = [
         ("latency 300 ms", FaultKind::Latency(Duration::from_millis(300))),

@@ -30,6 +30,7 @@ impl Reply {
             Param::Null => Value::Null,
             Param::NoneText => Value::from("None"),
             Param::Named(name) => Value::from(name),
+            Param::Shown(text) => Value::from(text),
         };
         let error = json!({ "message": message.into(), "type": kind, "param": param, "code": status.to_string() });
         Reply { status, body: json!({ "error": error }), retry_after: None }
@@ -59,12 +60,14 @@ impl Reply {
 }
 
 /// The `param` of an **E** body, which varies by version and case (BEHAVIOUR.md, difference 6).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Param {
     Null,
     /// The string `"None"`, Python's `str(None)`.
     NoneText,
     Named(&'static str),
+    /// A value from the request, such as the key presented.
+    Shown(String),
 }
 
 impl Generation {

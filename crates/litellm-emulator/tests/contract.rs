@@ -6,17 +6,22 @@
 //!
 //! ```sh
 //! eval "$(bash ../shared/testbed/litellm/up.sh /tmp/contract-1108 --version 1.108.7 --port 4510 --pg-port 55510)"
-//! cargo test --test contract -- --ignored --exact record_real_proxy_expectations   # rewrite the file
-//! cargo test --test contract -- --ignored --exact real_proxy_matches_expectations  # or only compare (CI)
+//! cargo test -p litellm-emulator --test contract -- --ignored --exact record_real_proxy_expectations   # rewrite the file
+//! cargo test -p litellm-emulator --test contract -- --ignored --exact real_proxy_matches_expectations  # or only compare (CI)
 //! ```
 //!
 //! `emulator_matches_recorded_expectations` runs the same sequence against an in-process emulator of each
 //! generation and compares it with those files: Newer with 1.108.7, Older with 1.80.5. Every run uses fresh ids
 //! (`ct-<random>-…`), so the sequence can run against a proxy that other tests use too.
 
-use std::{fmt::Write as _, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use litellm_operator::emulator::{Emulator, EmulatorConfig, Generation};
+use litellm_emulator::{Emulator, EmulatorConfig, Generation};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -29,8 +34,8 @@ enum Auth {
     Nothing,
     /// This literal bearer value.
     Literal(&'static str),
-    /// The custom key registered in `key_generate_custom`.
-    Key1,
+    /// The run's custom key `$K<n>` (1: registered in `key_generate_custom`; 5: made already expired).
+    Key(usize),
 }
 
 /// What the operator cares about in a successful answer.
@@ -45,8 +50,14 @@ enum Projection {
     UserList,
     Activity,
     KeyGenerate,
+    KeyUpdate,
     KeyDelete,
     KeyInfo,
+    KeyList,
+    /// Only the `key_alias` of each listed key, in order: keys without one tie, and ties come in any order.
+    KeyAliases,
+    /// The usage rows `SEED` wrote.
+    Seeded,
     Team,
     TeamDelete,
 }
@@ -54,7 +65,7 @@ enum Projection {
 #[derive(Clone, Copy, Debug)]
 enum Body {
     None,
-    /// JSON with placeholders: `$R` the run prefix, `$K1`/`$K2` the custom keys, `$H2` the hash of `$K2`.
+    /// JSON with placeholders: `$R` the run prefix, `$K1` to `$K9` the custom keys, `$H1` to `$H9` their hashes.
     Json(&'static str),
     /// Sent as is (after placeholders), as `application/json`.
     Raw(&'static str),
@@ -80,7 +91,10 @@ const fn step(
     Step { name, method, path, body, auth, projection }
 }
 
-use Auth::{Key1, Literal, Master, Nothing};
+use Auth::{Key, Literal, Master, Nothing};
+
+/// `$K1`, the key `key_generate_custom` registers for alice.
+const KEY1: Auth = Key(1);
 use Body::{Json, Raw};
 use Projection as P;
 
@@ -335,15 +349,158 @@ const STEPS: &[Step] = &[
     ),
     step("user_info_alice_keys", "GET", "/user/info?user_id=$R-alice", Body::None, Master, P::UserInfo),
     step("user_info_key_only_user", "GET", "/user/info?user_id=$R-carol", Body::None, Master, P::UserInfo),
-    step("key_info_with_user_key", "GET", "/key/info", Body::None, Key1, P::KeyInfo),
+    step("key_info_with_user_key", "GET", "/key/info", Body::None, KEY1, P::KeyInfo),
     step("key_info_by_param", "GET", "/key/info?key=$K1", Body::None, Master, P::KeyInfo),
     step("key_info_unknown", "GET", "/key/info?key=sk-$R-unknown", Body::None, Master, P::KeyInfo),
-    step("user_list_with_user_key", "GET", "/user/list", Body::None, Key1, P::UserList),
-    step("user_new_with_user_key", "POST", "/user/new", Json(r#"{"user_id":"$R-mallory"}"#), Key1, P::UserNew),
+    // ----- keys with a duration, and expiry -----
+    step(
+        "key_generate_30s",
+        "POST",
+        "/key/generate",
+        Json(r#"{"user_id":"$R-alice","key":"$K3","key_alias":"$R-k3","duration":"30s"}"#),
+        Master,
+        P::KeyGenerate,
+    ),
+    step(
+        "key_generate_1h",
+        "POST",
+        "/key/generate",
+        Json(r#"{"user_id":"$R-alice","key":"$K4","duration":"1h","aliases":{"gpt":"gpt-4o"},"metadata":{"k":4}}"#),
+        Master,
+        P::KeyGenerate,
+    ),
+    step(
+        "key_generate_bad_duration",
+        "POST",
+        "/key/generate",
+        Json(r#"{"user_id":"$R-alice","key":"$K6","duration":"bogus"}"#),
+        Master,
+        P::KeyGenerate,
+    ),
+    step(
+        "key_generate_unitless_duration",
+        "POST",
+        "/key/generate",
+        Json(r#"{"user_id":"$R-alice","key":"$K7","duration":"30"}"#),
+        Master,
+        P::KeyGenerate,
+    ),
+    step(
+        "key_generate_expired",
+        "POST",
+        "/key/generate",
+        Json(r#"{"user_id":"$R-alice","key":"$K5","duration":"0s"}"#),
+        Master,
+        P::KeyGenerate,
+    ),
+    step("key_info_with_expired_key", "GET", "/key/info", Body::None, Key(5), P::KeyInfo),
+    step("user_list_with_expired_key", "GET", "/user/list", Body::None, Key(5), P::UserList),
+    step("key_info_expiring_by_hash", "GET", "/key/info?key=$H3", Body::None, Master, P::KeyInfo),
+    step("key_info_with_expiring_key", "GET", "/key/info", Body::None, Key(4), P::KeyInfo),
+    step("user_info_alice_expiring_keys", "GET", "/user/info?user_id=$R-alice", Body::None, Master, P::UserInfo),
+    // ----- listing keys -----
+    step("key_list_alice", "GET", "/key/list?user_id=$R-alice", Body::None, Master, P::KeyList),
+    step(
+        "key_list_alice_full",
+        "GET",
+        "/key/list?user_id=$R-alice&return_full_object=true",
+        Body::None,
+        Master,
+        P::KeyList,
+    ),
+    step("key_list_alice_page_2", "GET", "/key/list?user_id=$R-alice&size=2&page=2", Body::None, Master, P::KeyList),
+    step(
+        "key_list_by_alias_asc",
+        "GET",
+        "/key/list?user_id=$R-alice&sort_by=key_alias&sort_order=asc&return_full_object=true",
+        Body::None,
+        Master,
+        P::KeyAliases,
+    ),
+    step(
+        "key_list_by_alias_desc",
+        "GET",
+        "/key/list?user_id=$R-alice&sort_by=key_alias&return_full_object=true",
+        Body::None,
+        Master,
+        P::KeyAliases,
+    ),
+    step("key_list_bad_sort_column", "GET", "/key/list?sort_by=user_id", Body::None, Master, P::KeyList),
+    step("key_list_bad_sort_order", "GET", "/key/list?sort_by=key_alias&sort_order=up", Body::None, Master, P::KeyList),
+    step("key_list_size_too_big", "GET", "/key/list?size=101", Body::None, Master, P::KeyList),
+    step("key_list_size_zero", "GET", "/key/list?size=0", Body::None, Master, P::KeyList),
+    step("key_list_not_a_bool", "GET", "/key/list?return_full_object=maybe", Body::None, Master, P::KeyList),
+    step("key_list_user_without_row", "GET", "/key/list?user_id=$R-carol", Body::None, Master, P::KeyList),
+    step("key_list_by_key_alias", "GET", "/key/list?key_alias=$R-main", Body::None, Master, P::KeyList),
+    step("key_list_unknown_user", "GET", "/key/list?user_id=$R-ghost", Body::None, Master, P::KeyList),
+    // ----- updating keys -----
+    step(
+        "key_update_by_key",
+        "POST",
+        "/key/update",
+        Json(r#"{"key":"$K1","aliases":{"gpt":"gpt-4o"}}"#),
+        Master,
+        P::KeyUpdate,
+    ),
+    step(
+        "key_update_by_hash",
+        "POST",
+        "/key/update",
+        Json(r#"{"key":"$H1","aliases":{"gpt":"gpt-4o-mini"},"metadata":{"owner":"$R"}}"#),
+        Master,
+        P::KeyUpdate,
+    ),
+    step("key_info_after_update", "GET", "/key/info?key=$H1", Body::None, Master, P::KeyInfo),
+    step(
+        "key_update_metadata_null",
+        "POST",
+        "/key/update",
+        Json(r#"{"key":"$H4","metadata":null}"#),
+        Master,
+        P::KeyUpdate,
+    ),
+    step(
+        "key_update_unknown_key",
+        "POST",
+        "/key/update",
+        Json(r#"{"key":"sk-$R-unknown","aliases":{"a":"b"}}"#),
+        Master,
+        P::KeyUpdate,
+    ),
+    step(
+        "key_update_unknown_hash",
+        "POST",
+        "/key/update",
+        Json(r#"{"key":"$H8","aliases":{"a":"b"}}"#),
+        Master,
+        P::KeyUpdate,
+    ),
+    step("key_update_no_key", "POST", "/key/update", Json(r#"{"aliases":{"a":"b"}}"#), Master, P::KeyUpdate),
+    step(
+        "key_update_alias_taken",
+        "POST",
+        "/key/update",
+        Json(r#"{"key":"$K3","key_alias":"$R-main"}"#),
+        Master,
+        P::KeyUpdate,
+    ),
+    step(
+        "key_update_not_an_object",
+        "POST",
+        "/key/update",
+        Json(r#"{"key":"$K1","aliases":[1]}"#),
+        Master,
+        P::KeyUpdate,
+    ),
+    step("user_info_alice_updated_keys", "GET", "/user/info?user_id=$R-alice", Body::None, Master, P::UserInfo),
+    step("key_info_with_updated_key", "GET", "/key/info", Body::None, KEY1, P::KeyInfo),
+    step("user_list_with_user_key", "GET", "/user/list", Body::None, KEY1, P::UserList),
+    step("user_new_with_user_key", "POST", "/user/new", Json(r#"{"user_id":"$R-mallory"}"#), KEY1, P::UserNew),
     step("key_delete_by_hash", "POST", "/key/delete", Json(r#"{"keys":["$H2"]}"#), Master, P::KeyDelete),
     step("key_delete_unknown", "POST", "/key/delete", Json(r#"{"keys":["$H2"]}"#), Master, P::KeyDelete),
     step("key_delete_by_alias", "POST", "/key/delete", Json(r#"{"key_aliases":["$R-main"]}"#), Master, P::KeyDelete),
     step("key_delete_nothing_named", "POST", "/key/delete", Json(r#"{}"#), Master, P::KeyDelete),
+    step("key_info_with_deleted_key", "GET", "/key/info", Body::None, KEY1, P::KeyInfo),
     step("user_info_alice_after_key_delete", "GET", "/user/info?user_id=$R-alice", Body::None, Master, P::UserInfo),
     // ----- teams -----
     step(
@@ -401,7 +558,7 @@ const STEPS: &[Step] = &[
     step(
         "activity_with_dates",
         "GET",
-        "/user/daily/activity?start_date=2025-01-01&end_date=2025-01-31&user_id=$R-alice",
+        "/user/daily/activity?start_date=$D0&end_date=$D2&user_id=$R-alice",
         Body::None,
         Master,
         P::Activity,
@@ -410,7 +567,7 @@ const STEPS: &[Step] = &[
     step(
         "activity_bad_date",
         "GET",
-        "/user/daily/activity?start_date=bad&end_date=2025-01-31&user_id=$R-alice",
+        "/user/daily/activity?start_date=bad&end_date=$D2&user_id=$R-alice",
         Body::None,
         Master,
         P::Activity,
@@ -418,7 +575,58 @@ const STEPS: &[Step] = &[
     step(
         "activity_page_size_too_big",
         "GET",
-        "/user/daily/activity?start_date=2025-01-01&end_date=2025-01-31&user_id=$R-alice&page_size=2000",
+        "/user/daily/activity?start_date=$D0&end_date=$D2&user_id=$R-alice&page_size=2000",
+        Body::None,
+        Master,
+        P::Activity,
+    ),
+    // Four rows of `$R-usage` (a user without a row, so no running spend changes): one on `$D0`, one on `$D1` and
+    // two models on `$D2`. Pages are of rows, and their totals are the page's only.
+    step("seed_usage", "SEED", "", Body::None, Master, P::Seeded),
+    step(
+        "activity_page_1_of_rows",
+        "GET",
+        "/user/daily/activity?start_date=$D0&end_date=$D2&user_id=$R-usage&page_size=2",
+        Body::None,
+        Master,
+        P::Activity,
+    ),
+    step(
+        "activity_page_2_of_rows",
+        "GET",
+        "/user/daily/activity?start_date=$D0&end_date=$D2&user_id=$R-usage&page_size=2&page=2",
+        Body::None,
+        Master,
+        P::Activity,
+    ),
+    step(
+        "activity_page_past_the_end",
+        "GET",
+        "/user/daily/activity?start_date=$D0&end_date=$D2&user_id=$R-usage&page_size=2&page=3",
+        Body::None,
+        Master,
+        P::Activity,
+    ),
+    step(
+        "activity_one_page",
+        "GET",
+        "/user/daily/activity?start_date=$D0&end_date=$D2&user_id=$R-usage",
+        Body::None,
+        Master,
+        P::Activity,
+    ),
+    step(
+        "activity_some_days",
+        "GET",
+        "/user/daily/activity?start_date=$D1&end_date=$D2&user_id=$R-usage&page_size=3",
+        Body::None,
+        Master,
+        P::Activity,
+    ),
+    step(
+        "activity_page_size_zero",
+        "GET",
+        "/user/daily/activity?start_date=$D0&end_date=$D2&user_id=$R-usage&page_size=0",
         Body::None,
         Master,
         P::Activity,
@@ -460,6 +668,41 @@ const STEPS: &[Step] = &[
     step("list_one_id_is_substring", "GET", "/user/list?user_ids=$R-", Body::None, Master, P::UserList),
     step("list_page_size_too_big", "GET", "/user/list?page_size=101", Body::None, Master, P::UserList),
     step("list_page_zero", "GET", "/user/list?page=0", Body::None, Master, P::UserList),
+    step(
+        "list_sorted_by_user_id_asc",
+        "GET",
+        "/user/list?user_ids=$R-carl,$R-alice,$R-bob&sort_by=user_id&sort_order=asc",
+        Body::None,
+        Master,
+        P::UserList,
+    ),
+    step(
+        "list_sorted_by_user_id_default_order",
+        "GET",
+        "/user/list?user_ids=$R-carl,$R-alice,$R-bob&sort_by=user_id",
+        Body::None,
+        Master,
+        P::UserList,
+    ),
+    step(
+        "list_sorted_by_user_id_desc",
+        "GET",
+        "/user/list?user_ids=$R-carl,$R-alice,$R-bob&sort_by=user_id&sort_order=desc",
+        Body::None,
+        Master,
+        P::UserList,
+    ),
+    step(
+        "list_order_without_sort_by",
+        "GET",
+        "/user/list?user_ids=$R-carl,$R-alice,$R-bob&sort_order=asc",
+        Body::None,
+        Master,
+        P::UserList,
+    ),
+    step("list_bad_sort_column", "GET", "/user/list?sort_by=key_count", Body::None, Master, P::UserList),
+    step("list_bad_sort_order", "GET", "/user/list?sort_by=user_id&sort_order=up", Body::None, Master, P::UserList),
+    step("list_page_size_1000", "GET", "/user/list?page_size=1000", Body::None, Master, P::UserList),
     // ----- deletes -----
     step("user_delete_bob", "POST", "/user/delete", Json(r#"{"user_ids":["$R-bob"]}"#), Master, P::Count),
     step("user_info_deleted", "GET", "/user/info?user_id=$R-bob", Body::None, Master, P::UserInfo),
@@ -507,39 +750,148 @@ const STEPS: &[Step] = &[
 struct Target {
     url: String,
     master_key: String,
+    /// Where the `SEED` step writes usage rows.
+    usage: UsageSink,
 }
 
-/// The values of one run: fresh ids and keys, and how to turn them back into placeholders.
+/// How usage gets into a proxy: the emulator records it over HTTP; a real proxy's daily table is written with
+/// psql, as BEHAVIOUR.md's requests do (the proxy only writes it for model calls, which the test bed cannot make).
+enum UsageSink {
+    Emulator,
+    Postgres { database_url: String },
+}
+
+/// The usage rows `SEED` writes, for user `$R-usage`: (id suffix, date, model, prompt, completion, spend, requests).
+/// The dates are the run's `$D0` to `$D2`.
+const USAGE_ROWS: &[(&str, &str, &str, u64, u64, f64, u64)] = &[
+    ("d1", "$D0", "gpt-4o", 100, 50, 0.25, 3),
+    ("d2", "$D1", "gpt-4o", 10, 5, 0.01, 1),
+    ("d3", "$D2", "gpt-4o", 20, 10, 0.5, 2),
+    ("d4", "$D2", "gpt-4o-mini", 1, 1, 0.125, 1),
+];
+
+impl Target {
+    async fn seed_usage(&self, client: &reqwest::Client, run: &Run) -> Value {
+        let user_id = format!("{}-usage", run.prefix);
+        match &self.usage {
+            UsageSink::Emulator => {
+                for &(_, date, model, prompt_tokens, completion_tokens, spend, requests) in USAGE_ROWS {
+                    let date = run.fill(date);
+                    let record = json!({"user_id": user_id, "date": date, "model": model, "api_key": "hashed-key-1",
+                                        "spend": spend, "prompt_tokens": prompt_tokens,
+                                        "completion_tokens": completion_tokens, "requests": requests});
+                    let url = format!("{}/emulator/spend", self.url);
+                    let response = client.post(url).bearer_auth(&self.master_key).json(&record).send().await;
+                    let status = response.expect("POST /emulator/spend").status();
+                    assert!(status.is_success(), "POST /emulator/spend: {status}");
+                }
+            }
+            UsageSink::Postgres { database_url } => {
+                let values: Vec<String> = USAGE_ROWS
+                    .iter()
+                    .map(|(id, date, model, prompt, completion, spend, requests)| {
+                        let date = run.fill(date);
+                        format!(
+                            "('{}-{id}','{user_id}','{date}','hashed-key-1','{model}','{model}','openai',{prompt},\
+                             {completion},{spend},now(),{requests},{requests})",
+                            run.prefix
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "insert into \"LiteLLM_DailyUserSpend\"(id,user_id,date,api_key,model,model_group,\
+                     custom_llm_provider,prompt_tokens,completion_tokens,spend,updated_at,api_requests,\
+                     successful_requests) values {}",
+                    values.join(",")
+                );
+                let output = std::process::Command::new(psql())
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-c", &sql])
+                    .output()
+                    .expect("run psql");
+                // The URL holds the database password: never printed.
+                assert!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        json!({ "rows": USAGE_ROWS.len() })
+    }
+}
+
+/// `psql` from PATH, or from the PostgreSQL the test bed installed (as its verify.sh looks for it).
+fn psql() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|dir| dir.join("psql")).find(|psql| psql.is_file()));
+    let installed = || {
+        let versions = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+        let mut found: Vec<PathBuf> = versions
+            .filter_map(|entry| Some(entry.ok()?.path().join("bin/psql")))
+            .filter(|psql| psql.is_file())
+            .collect();
+        found.sort();
+        found.pop()
+    };
+    on_path.flatten().or_else(installed).unwrap_or_else(|| PathBuf::from("psql"))
+}
+
+/// The values of one run: fresh ids, keys and dates, and how to turn them back into placeholders.
 struct Run {
     prefix: String,
-    key1: String,
-    key2: String,
+    /// `$D0` to `$D2`: three days in a row, picked at random so that a run sees only its own usage (1.80.5's
+    /// `/user/daily/activity` ignores `user_id` and answers the usage of every user in the date range).
+    days: [String; 3],
+    /// `$K1` to `$K9`.
+    keys: Vec<String>,
+    /// Keys made with a `duration`, by hash: when the request was sent (seconds since the epoch) and the duration.
+    durations: BTreeMap<String, (f64, String)>,
 }
 
 impl Run {
     fn new() -> Self {
-        Run { prefix: format!("ct-{}", random_text(8, HEX)), key1: custom_key(), key2: custom_key() }
+        let keys = (0..9).map(|_| custom_key()).collect();
+        let mut seed = [0u8; 3];
+        getrandom::fill(&mut seed).expect("OS randomness");
+        // A day from 2001 to 2099, early enough in its month that the next two days are in it too.
+        let (year, month, day) = (2001 + u32::from(seed[0]) % 99, 1 + seed[1] % 12, 1 + seed[2] % 26);
+        let days = [0, 1, 2].map(|n| format!("{year:04}-{month:02}-{:02}", day + n));
+        Run { prefix: format!("ct-{}", random_text(8, HEX)), keys, days, durations: BTreeMap::new() }
     }
 
     fn fill(&self, template: &str) -> String {
-        template
-            .replace("$R", &self.prefix)
-            .replace("$K1", &self.key1)
-            .replace("$K2", &self.key2)
-            .replace("$H2", &sha256_hex(&self.key2))
+        let mut text = template.replace("$R", &self.prefix);
+        for (index, day) in self.days.iter().enumerate() {
+            text = text.replace(&format!("$D{index}"), day);
+        }
+        for (index, key) in self.keys.iter().enumerate() {
+            text =
+                text.replace(&format!("$K{}", index + 1), key).replace(&format!("$H{}", index + 1), &sha256_hex(key));
+        }
+        text
     }
 
-    /// Replaces this run's values by stable names, and generated keys and hashes by what they are.
+    /// Remembers when a key with a `duration` was asked for, to judge its `expires` later.
+    fn note_duration(&mut self, body: &Value) {
+        if let (Some(key), Some(duration)) = (body["key"].as_str(), body["duration"].as_str()) {
+            self.durations.insert(sha256_hex(key), (unix_now(), duration.to_owned()));
+        }
+    }
+
+    /// Replaces this run's values by stable names, and generated keys, hashes and times by what they are.
     fn normalise_text(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (index, key) in self.keys.iter().enumerate() {
+            let n = index + 1;
+            text = text.replace(&sha256_hex(key), &format!("<sha256(key{n})>")).replace(key, &format!("<key{n}>"));
+            // `sk-...` and the last four characters, as some errors show a key.
+            let tail = &key[key.len() - 4..];
+            text = text.replace(&format!("sk-...{tail}"), &format!("<name of key{n}>"));
+        }
+        for (index, day) in self.days.iter().enumerate() {
+            text = text.replace(day, &format!("<day{index}>"));
+        }
         let text = text
-            .replace(&sha256_hex(&self.key1), "<sha256(key1)>")
-            .replace(&sha256_hex(&self.key2), "<sha256(key2)>")
-            .replace(&self.key1, "<key1>")
-            .replace(&self.key2, "<key2>")
             .replace(&self.prefix, "ct-<run>")
             // LiteLLM shows user ids in some errors as their first six characters, stars and the last two.
             .replace(&format!("{}*", &self.prefix[..6]), "ct-<run>*");
-        scrub_generated(&text)
+        scrub_times(&scrub_generated(&text))
     }
 
     fn normalise(&self, value: &Value) -> Value {
@@ -563,9 +915,14 @@ fn outcome(step: &Step, status: u16, answer: Value) -> Value {
 async fn run_sequence(target: &Target) -> Vec<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
-    let run = Run::new();
+    let mut run = Run::new();
     let mut outcomes = Vec::new();
     for step in STEPS {
+        if step.method == "SEED" {
+            let answer = target.seed_usage(&client, &run).await;
+            outcomes.push(outcome(step, 200, answer));
+            continue;
+        }
         let url = format!("{}{}", target.url.trim_end_matches('/'), run.fill(step.path));
         let method = reqwest::Method::from_bytes(step.method.as_bytes()).expect("method");
         let mut request = client.request(method, &url);
@@ -573,7 +930,7 @@ async fn run_sequence(target: &Target) -> Vec<Value> {
             Master => request.bearer_auth(&target.master_key),
             Nothing => request,
             Literal(value) => request.bearer_auth(value),
-            Key1 => request.bearer_auth(&run.key1),
+            Key(n) => request.bearer_auth(&run.keys[n - 1]),
         };
         request = match step.body {
             Body::None => request,
@@ -581,6 +938,7 @@ async fn run_sequence(target: &Target) -> Vec<Value> {
                 let text = run.fill(template);
                 let body: Value =
                     serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: bad JSON: {err}", step.name));
+                run.note_duration(&body);
                 request.json(&body)
             }
             Raw(text) => request.header("content-type", "application/json").body(run.fill(text)),
@@ -651,8 +1009,7 @@ fn project(run: &Run, projection: Projection, status: u16, body: &Value) -> Valu
                 Some(other) => json!({ "stub": run.normalise(other) }),
                 None => Value::String("<absent>".into()),
             };
-            let mut keys: Vec<Value> =
-                array(body, "keys").iter().map(|key| pick(run, key, &["token", "key_alias", "user_id"])).collect();
+            let mut keys: Vec<Value> = array(body, "keys").iter().map(|key| key_row(run, key, None)).collect();
             keys.sort_by_key(|key| key.to_string());
             let teams: Vec<Value> = array(body, "teams").iter().map(|team| run.normalise(&team["team_id"])).collect();
             json!({ "user_id": run.normalise(&body["user_id"]), "user_info": user_info, "keys": keys, "teams": teams })
@@ -669,7 +1026,14 @@ fn project(run: &Run, projection: Projection, status: u16, body: &Value) -> Valu
             answer
         }
         P::Activity => {
-            let dates: Vec<Value> = array(body, "results").iter().map(|day| run.normalise(&day["date"])).collect();
+            let days: Vec<Value> = array(body, "results")
+                .iter()
+                .map(|day| {
+                    let mut answer = pick(run, &day["metrics"], &["spend", "api_requests", "total_tokens"]);
+                    answer["date"] = run.normalise(&day["date"]);
+                    answer
+                })
+                .collect();
             let totals = pick(
                 run,
                 &body["metadata"],
@@ -686,14 +1050,32 @@ fn project(run: &Run, projection: Projection, status: u16, body: &Value) -> Valu
                     "has_more",
                 ],
             );
-            json!({ "dates": dates, "metadata": totals })
+            json!({ "days": days, "metadata": totals })
         }
-        P::KeyGenerate => pick(run, body, &["key", "token", "token_id", "key_alias", "user_id"]),
+        P::KeyGenerate | P::KeyUpdate => {
+            let mut answer = key_row(run, body, None);
+            extend(&mut answer, pick(run, body, &["key", "token_id", "duration"]));
+            answer
+        }
         P::KeyDelete => pick(run, body, &["deleted_keys"]),
         P::KeyInfo => json!({
             "key": run.normalise(&body["key"]),
-            "info": pick(run, &body["info"], &["user_id", "key_alias", "token"]),
+            "info": key_row(run, &body["info"], body["key"].as_str().map(hash_of)),
         }),
+        P::KeyList => {
+            let keys: Vec<Value> = array(body, "keys")
+                .iter()
+                .map(|key| if key.is_object() { key_row(run, key, None) } else { run.normalise(key) })
+                .collect();
+            let mut answer = pick(run, body, &["total_count", "current_page", "total_pages"]);
+            answer["keys"] = Value::Array(keys);
+            answer
+        }
+        P::KeyAliases => {
+            let aliases: Vec<Value> = array(body, "keys").iter().map(|key| run.normalise(&key["key_alias"])).collect();
+            json!({ "key_aliases": aliases })
+        }
+        P::Seeded => run.normalise(body),
         P::Team => {
             let members: Vec<Value> =
                 array(body, "members_with_roles").iter().map(|m| pick(run, m, &["user_id", "role"])).collect();
@@ -715,6 +1097,10 @@ fn error_shape(run: &Run, body: &Value) -> Value {
     if body.get("error").is_some_and(Value::is_object) {
         let mut answer = pick(run, &body["error"], &["message", "type", "param", "code"]);
         answer["shape"] = json!("E");
+        if answer["type"] == "expired_key" {
+            // The key, its hash, or `sk-...` and the last four characters of either, depending on LiteLLM's cache.
+            answer["param"] = json!("<the key in some form>");
+        }
         return answer;
     }
     match body.get("detail") {
@@ -727,6 +1113,75 @@ fn error_shape(run: &Run, body: &Value) -> Value {
         }
         Some(other) => json!({ "shape": "detail", "detail": run.normalise(other) }),
         None => json!({ "shape": "other", "body": run.normalise(body) }),
+    }
+}
+
+/// A key as the key endpoints and `/user/info` show it: its hash and the fields the operator reads, with
+/// `expires` judged against the `duration` it was made with. `hash` names the key when `token` does not.
+fn key_row(run: &Run, key: &Value, hash: Option<String>) -> Value {
+    let mut answer = pick(run, key, &["token", "key_alias", "user_id", "aliases", "metadata", "expires"]);
+    let hash = hash.or_else(|| key["token"].as_str().map(str::to_owned));
+    if let Some(expires) = key.get("expires") {
+        answer["expires"] = expiry(run, expires, hash.as_deref());
+    }
+    answer
+}
+
+/// A key's hash, whether the key or its hash is given.
+fn hash_of(key: &str) -> String {
+    if key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()) { key.to_owned() } else { sha256_hex(key) }
+}
+
+/// What a key's `expires` is, relative to when the key was asked for and its `duration`: the times themselves
+/// differ from run to run. Newer proxies expire a key a full duration after it was made, older ones at the next
+/// boundary of the period (a multiple of 30 s, the next full hour, the next midnight for what they cannot read).
+fn expiry(run: &Run, expires: &Value, hash: Option<&str>) -> Value {
+    let Some(text) = expires.as_str() else { return run.normalise(expires) };
+    let Some((sent, duration)) = hash.and_then(|hash| run.durations.get(hash)) else { return json!("<set>") };
+    let Some(at) = parse_time(text) else { return json!(format!("<not a time: {text}>")) };
+    let (sent, whole) = (*sent, at.fract() == 0.0);
+    let period = duration
+        .strip_suffix('s')
+        .and_then(|n| n.parse::<f64>().ok())
+        .or_else(|| duration.strip_suffix('h').and_then(|n| n.parse::<f64>().ok()).map(|hours| hours * 3600.0));
+    let next_midnight = (sent / 86_400.0).floor() * 86_400.0 + 86_400.0;
+    let label = match period {
+        Some(period) if period == 0.0 && (at - sent).abs() <= 5.0 => "<when it was made>".to_owned(),
+        Some(period) if whole && at % period == 0.0 && at > sent - 1.0 && at <= sent + period + 1.0 => {
+            format!("<the next {duration} boundary>")
+        }
+        Some(period) if (at - (sent + period)).abs() <= 5.0 => format!("<{duration} after it was made>"),
+        _ if at == next_midnight => "<the next midnight>".to_owned(),
+        _ => format!("<{:.0} s after it was made>", at - sent),
+    };
+    json!(label)
+}
+
+/// Seconds since the epoch of `2026-12-01T21:14:22.311019Z`, `…+00:00`, with or without a fraction.
+fn parse_time(text: &str) -> Option<f64> {
+    let (date, time) = text.split_once(['T', ' '])?;
+    let time = time.strip_suffix('Z').or_else(|| time.strip_suffix("+00:00"))?;
+    let mut date_parts = date.splitn(3, '-').map(|part| part.parse::<i64>().ok());
+    let (y, m, d) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+    let mut time_parts = time.splitn(3, ':');
+    let (h, min) = (time_parts.next()?.parse::<f64>().ok()?, time_parts.next()?.parse::<f64>().ok()?);
+    let sec = time_parts.next()?.parse::<f64>().ok()?;
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    const BEFORE_MONTH: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let years: i64 = (1970..y).map(|y| if leap(y) { 366 } else { 365 }).sum();
+    let days = years + BEFORE_MONTH.get(usize::try_from(m - 1).ok()?)? + i64::from(m > 2 && leap(y)) + d - 1;
+    // Whole milliseconds: proxies print microseconds, the database keeps milliseconds.
+    Some(((days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec) * 1000.0).round() / 1000.0)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Adds the fields of `extra` (an object) to `target` (an object).
+fn extend(target: &mut Value, extra: Value) {
+    if let (Value::Object(target), Value::Object(extra)) = (target, extra) {
+        target.extend(extra);
     }
 }
 
@@ -782,6 +1237,38 @@ fn scrub_generated(text: &str) -> String {
         let skip = if hex_len > 0 { hex_len } else { rest.chars().next().map_or(1, char::len_utf8) };
         out.push_str(&rest[..skip]);
         rest = &rest[skip..];
+    }
+    out
+}
+
+/// Replaces times as Python prints them in messages (`2026-12-01 21:14:22.311000+00:00`) by `<time>`.
+fn scrub_times(text: &str) -> String {
+    const SHAPE: &[u8] = b"dddd-dd-dd dd:dd:dd";
+    let bytes = text.as_bytes();
+    let fits = |at: usize| {
+        bytes.len() >= at + SHAPE.len()
+            && SHAPE
+                .iter()
+                .zip(&bytes[at..])
+                .all(|(shape, byte)| if *shape == b'd' { byte.is_ascii_digit() } else { shape == byte })
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if !fits(at) {
+            let next = text[at..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&text[at..at + next]);
+            at += next;
+            continue;
+        }
+        at += SHAPE.len();
+        if bytes.get(at) == Some(&b'.') {
+            at += 1 + bytes[at + 1..].iter().take_while(|byte| byte.is_ascii_digit()).count();
+        }
+        if text[at..].starts_with("+00:00") {
+            at += "+00:00".len();
+        }
+        out.push_str("<time>");
     }
     out
 }
@@ -856,7 +1343,8 @@ async fn emulator_matches_recorded_expectations() {
     let mut failures = String::new();
     for generation in [Generation::Newer, Generation::Older] {
         let emulator = Emulator::start(EmulatorConfig::new(generation)).await.expect("emulator starts");
-        let target = Target { url: emulator.url(), master_key: emulator.master_key().to_owned() };
+        let target =
+            Target { url: emulator.url(), master_key: emulator.master_key().to_owned(), usage: UsageSink::Emulator };
         let actual = run_sequence(&target).await;
         let label = format!("emulator {generation:?} (compared with real {})", generation.version());
         failures.push_str(&compare(&label, &read_expected(generation.version()), &actual));
@@ -864,10 +1352,12 @@ async fn emulator_matches_recorded_expectations() {
     assert!(failures.is_empty(), "{failures}");
 }
 
-/// The target named by `LITELLM_URL`, `LITELLM_MASTER_KEY` and `LITELLM_VERSION` (as up.sh exports them).
+/// The target named by `LITELLM_URL`, `LITELLM_MASTER_KEY`, `LITELLM_DATABASE_URL` and `LITELLM_VERSION` (as
+/// up.sh exports them).
 fn real_target() -> (Target, String) {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("set {name} (eval \"$(up.sh …)\")"));
-    (Target { url: var("LITELLM_URL"), master_key: var("LITELLM_MASTER_KEY") }, var("LITELLM_VERSION"))
+    let usage = UsageSink::Postgres { database_url: var("LITELLM_DATABASE_URL") };
+    (Target { url: var("LITELLM_URL"), master_key: var("LITELLM_MASTER_KEY"), usage }, var("LITELLM_VERSION"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -889,7 +1379,7 @@ async fn record_real_proxy_expectations() {
     let file = json!({
         "version": version,
         "about": "Answers of a real LiteLLM proxy to the sequence in tests/contract.rs, normalised. Written by \
-                  `cargo test --test contract -- --ignored --exact record_real_proxy_expectations`; do not edit.",
+                  `cargo test -p litellm-emulator --test contract -- --ignored --exact record_real_proxy_expectations`; do not edit.",
         "steps": steps,
     });
     let path = expected_path(&version);
@@ -922,10 +1412,31 @@ fn sha256_hex(text: &str) -> String {
 
 #[test]
 fn normaliser_hides_volatile_values() {
-    let run =
-        Run { prefix: "ct-0123abcd".into(), key1: "sk-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(), key2: "sk-B".into() };
-    let hash1 = sha256_hex(&run.key1);
+    let mut run = Run::new();
+    run.prefix = "ct-0123abcd".into();
+    run.keys[0] = "sk-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into();
+    let hash1 = sha256_hex(&run.keys[0]);
     let text = format!("ct-0123abcd-alice sk-AbCdEfGhIjKlMnOpQrStUv {hash1} {} sk-...rong", "f".repeat(64));
     assert_eq!(run.normalise_text(&text), "ct-<run>-alice <generated-key> <sha256(key1)> <sha256> sk-...rong");
     assert_eq!(run.normalise(&json!([10.0, 0.26, 3])), json!([10, 0.26, 3]));
+    let expired = "Key Expiry time 2026-12-01 21:14:20+00:00 and current time 2026-12-01 21:14:49.426204+00:00.";
+    assert_eq!(run.normalise_text(expired), "Key Expiry time <time> and current time <time>.");
+}
+
+#[test]
+fn expiry_is_judged_against_the_duration() {
+    let mut run = Run::new();
+    let sent = parse_time("2026-12-01T21:14:09.486Z").expect("a time");
+    for (n, duration) in [(1, "30s"), (2, "1h"), (3, "0s"), (4, "bogus")] {
+        run.durations.insert(sha256_hex(&run.keys[n - 1]), (sent, duration.into()));
+    }
+    let judge = |n: usize, expires: &str| expiry(&run, &json!(expires), Some(&sha256_hex(&run.keys[n - 1])));
+    assert_eq!(judge(1, "2026-12-01T21:14:30Z"), json!("<the next 30s boundary>"));
+    assert_eq!(judge(1, "2026-12-01T21:14:39.486019Z"), json!("<30s after it was made>"));
+    assert_eq!(judge(2, "2026-12-01T22:00:00+00:00"), json!("<the next 1h boundary>"));
+    assert_eq!(judge(2, "2026-12-01T22:14:09.511000+00:00"), json!("<1h after it was made>"));
+    assert_eq!(judge(3, "2026-12-01T21:14:09.500000Z"), json!("<when it was made>"));
+    assert_eq!(judge(4, "2026-12-02T00:00:00Z"), json!("<the next midnight>"));
+    assert_eq!(expiry(&run, &Value::Null, None), Value::Null);
+    assert_eq!(parse_time("2024-03-01T00:00:00Z"), Some(1_709_251_200.0));
 }

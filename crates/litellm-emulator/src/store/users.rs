@@ -4,8 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use super::{Key, Store, User, View, extend, key_name, query_int, request_metadata, sha256_hex};
-use crate::emulator::{
+use super::{
+    Key, RaceView, SortValue, Store, User, View, extend, key_name, page_count, page_of, query_int, request_metadata,
+};
+use crate::{
     Generation,
     clock::{Instant, Period},
     reply::{Issue, Kind, Param, Reply, as_f64, as_i64, check_body, is_empty, parse_body, validated_body},
@@ -72,8 +74,10 @@ const MODEL_MAX_BUDGET_LICENSE: &str = "Invalid model_max_budget: You must have 
     https://docs.litellm.ai/docs/proxy/users";
 
 impl Store {
-    /// `POST /user/new`.
-    pub(crate) fn user_new(&mut self, bytes: &[u8]) -> Reply {
+    /// `POST /user/new`. With `race`, the request is one of several performed at the same time: it checks for
+    /// duplicates against the users as they were when they all started, so that each of them creates the user
+    /// and the last write wins, as on a real proxy under a race (see [`RaceView`]).
+    pub(crate) fn user_new(&mut self, bytes: &[u8], race: Option<&RaceView>) -> Reply {
         let generation = self.generation;
         let body = match validated_body(generation, bytes, USER_SCHEMA) {
             Ok(body) => body,
@@ -84,16 +88,19 @@ impl Store {
         let email = str_field("user_email");
         let duration = str_field("budget_duration");
         let auto_create_key = body.get("auto_create_key").and_then(Value::as_bool).unwrap_or(true);
-        let email_owner =
-            email.as_deref().and_then(|email| self.user_with_email(email)).map(|user| user.user_id.clone());
-        let now = Instant::now();
+        let exists = |store: &Store, id: &str| race.map_or_else(|| store.users.contains_key(id), |view| view.has(id));
+        let email_owner = email.as_deref().and_then(|email| match race {
+            Some(view) => view.owner_of(email),
+            None => self.user_with_email(email).map(|user| user.user_id.clone()),
+        });
+        let now = self.now();
 
         match generation {
             Generation::Newer => {
                 if let Some(duration) = duration.as_deref().filter(|d| !Period::is_valid_budget_duration(d)) {
                     return Reply::envelope(400, invalid_duration(duration), "internal_server_error", Param::Null);
                 }
-                if let Some(id) = user_id.as_deref().filter(|id| self.users.contains_key(*id)) {
+                if let Some(id) = user_id.as_deref().filter(|id| exists(self, id)) {
                     let message = format!("{{'error': 'User with id {id} already exists'}}");
                     return Reply::envelope(409, message, "internal_server_error", Param::Null);
                 }
@@ -120,9 +127,15 @@ impl Store {
             return Reply::envelope(500, message, "internal_server_error", generation.param());
         }
 
+        // The key's expiry is worked out before anything is written, so a bad `duration` fails the whole request.
+        let expires = match self.key_expiry(str_field("duration").as_deref(), now) {
+            Ok(expires) => expires,
+            Err(reply) => return reply,
+        };
         let user_id = user_id.unwrap_or_else(|| self.uuid());
-        let existed = self.users.contains_key(&user_id);
+        let existed = exists(self, &user_id);
         let mut joined = Vec::new();
+        // Under a race the row may exist by now all the same: this write replaces it.
         if !existed {
             let seq = self.next_seq();
             let mut user = User::new(user_id.clone(), &now.timestamp(), seq);
@@ -147,30 +160,20 @@ impl Store {
         // Older proxies get here for a repeated id too: the row stays as it was, but a key is still issued.
         let key = if auto_create_key {
             let plaintext = self.new_key();
-            let key = Key {
-                hash: sha256_hex(&plaintext),
-                key_name: key_name(&plaintext),
-                key_alias: str_field("key_alias"),
-                user_id: Some(user_id.clone()),
-                team_id: None,
-                // Only the /user/new path copies the user's models onto the key.
-                models: body.get("models").and_then(Value::as_array).cloned().unwrap_or_default(),
-                metadata: request_metadata(&body),
-                aliases: Map::new(),
-                max_budget: None,
-                tpm_limit: None,
-                rpm_limit: None,
-                max_parallel_requests: None,
-                budget_duration: None,
-                created_by: None,
-                created_at: now.timestamp(),
-            };
+            let seq = self.next_seq();
+            let mut key = Key::new(&plaintext, Some(user_id.clone()), now, seq);
+            key.key_alias = str_field("key_alias");
+            // Only the /user/new path copies the user's models onto the key.
+            key.models = body.get("models").and_then(Value::as_array).cloned().unwrap_or_default();
+            key.metadata = Value::Object(request_metadata(&body));
+            key.expires = expires;
             self.keys.insert(key.hash.clone(), key);
             Some(plaintext)
         } else {
             None
         };
         let mut answer = self.user_new_response(&body, &user_id, key.as_deref(), now);
+        answer["expires"] = json!(key.as_ref().and(expires).map(Instant::timestamp));
         // 1.108.7 answers the teams actually joined (null when none were asked for); 1.80.5 always null.
         let asked_for_teams = body.get("teams").is_some_and(|teams| !teams.is_null());
         answer["teams"] = match generation {
@@ -354,7 +357,7 @@ impl Store {
                 );
             }
         };
-        let now = Instant::now();
+        let now = self.now();
         let stamp = now.timestamp();
         let seq = self.next_seq();
         // The upsert: an unknown id is created (with the master key, on every version).
@@ -410,6 +413,19 @@ impl Store {
         if !issues.is_empty() {
             return Reply::invalid(generation, issues);
         }
+        let sort = match query.get("sort_by") {
+            None => None,
+            Some(column) if !USER_SORT_COLUMNS.contains(&column.as_str()) => {
+                let columns = USER_SORT_COLUMNS.join(", ");
+                return Reply::detail(400, format!("Invalid sort column. Must be one of: {columns}"));
+            }
+            // Ascending unless told otherwise, unlike /key/list.
+            Some(column) => match query.get("sort_order").map(|order| order.to_lowercase()).as_deref() {
+                None | Some("asc") => Some((column.as_str(), false)),
+                Some("desc") => Some((column.as_str(), true)),
+                Some(_) => return Reply::detail(400, "Invalid sort order. Must be 'asc' or 'desc'"),
+            },
+        };
         let ids: Vec<String> = query
             .get("user_ids")
             .map(|ids| ids.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned).collect())
@@ -432,22 +448,40 @@ impl Store {
             })
             .filter(|user| role.is_none_or(|role| user.user_role.as_ref() == Some(role)))
             .collect();
-        users.sort_by_key(|user| std::cmp::Reverse(user.seq));
+        // Newest first by default. Text sorts by code point, as PostgreSQL does with the C collation of the test
+        // bed's database (a database with another collation sorts `user_id` differently).
+        users.sort_by(|a, b| match sort {
+            None => b.seq.cmp(&a.seq),
+            Some((column, descending)) => {
+                SortValue::order(&user_sort_value(a, column), &user_sort_value(b, column), descending)
+            }
+        });
         let total = users.len() as i64;
-        let start = usize::try_from((page - 1).saturating_mul(page_size)).unwrap_or(usize::MAX);
-        let rows: Vec<Value> = users
-            .into_iter()
-            .skip(start)
-            .take(usize::try_from(page_size).unwrap_or(0))
-            .map(|user| self.user_json(user, View::List))
-            .collect();
+        let rows: Vec<Value> = page_of(users, page, page_size).map(|user| self.user_json(user, View::List)).collect();
         Reply::ok(json!({
             "users": rows,
             "total": total,
             "page": page,
             "page_size": page_size,
-            "total_pages": (total + page_size - 1) / page_size,
+            "total_pages": page_count(total, page_size),
         }))
+    }
+}
+
+/// The columns `/user/list` sorts by (`sort_by`).
+const USER_SORT_COLUMNS: &[&str] = &["user_id", "user_email", "created_at", "spend", "user_alias", "user_role"];
+
+/// What `/user/list` sorts a user by.
+fn user_sort_value<'a>(user: &'a User, column: &str) -> SortValue<'a> {
+    let text = |value: &'a Option<String>| value.as_deref().map_or(SortValue::Null, SortValue::Text);
+    match column {
+        "user_id" => SortValue::Text(&user.user_id),
+        "user_email" => text(&user.user_email),
+        "created_at" => SortValue::Text(&user.created_at),
+        "spend" => SortValue::Number(user.spend),
+        "user_alias" => text(&user.user_alias),
+        "user_role" => text(&user.user_role),
+        _ => SortValue::Null,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{MatchedPath, RawQuery, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -15,11 +15,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    FaultKind, Generation, Shared,
+    FaultKind, Generation, Shared, UsageRecord,
     faults::FaultRequest,
     reply::Reply,
     server::ConnectionKill,
-    store::{Access, Caller, Store},
+    store::{Access, Caller, RaceView, Store},
 };
 
 type App = State<Arc<Shared>>;
@@ -33,8 +33,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/user/list", get(user_list))
         .route("/user/daily/activity", get(daily_activity))
         .route("/key/generate", post(key_generate))
+        .route("/key/update", post(key_update))
         .route("/key/delete", post(key_delete))
         .route("/key/info", get(key_info))
+        .route("/key/list", get(key_list))
         .route("/team/new", post(team_new))
         .route("/team/member_add", post(team_member_add))
         .route("/team/member_delete", post(team_member_delete))
@@ -46,6 +48,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let own = Router::new()
         .route("/emulator/faults", post(add_fault).delete(clear_faults))
         .route("/emulator/spend", post(record_spend))
+        .route("/emulator/clock", post(advance_clock))
         .route("/emulator/reset", post(reset))
         .route("/emulator/stats", get(stats));
     litellm.merge(own).fallback(not_found).with_state(shared)
@@ -62,8 +65,12 @@ impl IntoResponse for Reply {
     }
 }
 
+/// Put into the extensions of the requests a hold released together: what they check for duplicates against.
+#[derive(Clone, Debug)]
+struct Batch(Arc<RaceView>);
+
 /// Counts the request, then applies whatever fault fires for it.
-async fn faults_and_counts(State(shared): App, request: Request, next: Next) -> Response {
+async fn faults_and_counts(State(shared): App, mut request: Request, next: Next) -> Response {
     let endpoint = match request.extensions().get::<MatchedPath>() {
         Some(path) => path.as_str().to_owned(),
         None => request.uri().path().to_owned(),
@@ -89,6 +96,15 @@ async fn faults_and_counts(State(shared): App, request: Request, next: Next) -> 
         }
         Some(FaultKind::Reset) => close_without_answer(kill).await,
         Some(FaultKind::Hang) => std::future::pending().await,
+        Some(FaultKind::Hold { timeout, .. }) => {
+            if let Some(gate) = decision.gate {
+                // The view is taken by the request that releases the batch, before any request of it goes on.
+                if let Some(view) = gate.arrive(timeout, || shared.store().race_view()).await {
+                    request.extensions_mut().insert(Batch(view));
+                }
+            }
+            next.run(request).await
+        }
         Some(FaultKind::LostResponse) => {
             // Perform the request, then throw its answer away with the connection.
             drop(next.run(request).await);
@@ -126,8 +142,9 @@ fn query_map(query: Option<String>) -> BTreeMap<String, String> {
     url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
-async fn user_new(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
-    call(&shared, "/user/new", &headers, Access::Admin, |store, _| store.user_new(&body))
+async fn user_new(State(shared): App, batch: Option<Extension<Batch>>, headers: HeaderMap, body: Bytes) -> Reply {
+    let race = batch.as_ref().map(|Extension(Batch(view))| view.as_ref());
+    call(&shared, "/user/new", &headers, Access::Admin, |store, _| store.user_new(&body, race))
 }
 
 async fn user_info(State(shared): App, headers: HeaderMap, RawQuery(query): RawQuery) -> Reply {
@@ -153,6 +170,14 @@ async fn daily_activity(State(shared): App, headers: HeaderMap, RawQuery(query):
 
 async fn key_generate(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
     call(&shared, "/key/generate", &headers, Access::Admin, |store, _| store.key_generate(&body))
+}
+
+async fn key_update(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
+    call(&shared, "/key/update", &headers, Access::Admin, |store, _| store.key_update(&body))
+}
+
+async fn key_list(State(shared): App, headers: HeaderMap, RawQuery(query): RawQuery) -> Reply {
+    call(&shared, "/key/list", &headers, Access::Admin, |store, _| store.key_list(&query_map(query)))
 }
 
 async fn key_delete(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
@@ -231,12 +256,16 @@ async fn clear_faults(State(shared): App, headers: HeaderMap) -> Reply {
     })
 }
 
-/// `POST /emulator/spend` body.
+/// `POST /emulator/spend` body: a [`UsageRecord`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpendRequest {
     user_id: String,
     date: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    api_key: Option<String>,
     #[serde(default)]
     spend: f64,
     #[serde(default)]
@@ -253,18 +282,29 @@ async fn record_spend(State(shared): App, headers: HeaderMap, body: Bytes) -> Re
             Ok(request) => request,
             Err(err) => return Reply::detail(400, err.to_string()),
         };
-        let recorded = shared.store().record_spend(
-            &request.user_id,
-            &request.date,
-            request.spend,
-            request.prompt_tokens,
-            request.completion_tokens,
-            request.requests,
-        );
-        match recorded {
+        let SpendRequest { user_id, date, model, api_key, spend, prompt_tokens, completion_tokens, requests } = request;
+        let record = UsageRecord { user_id, date, model, api_key, spend, prompt_tokens, completion_tokens, requests };
+        match shared.store().record_usage(&record) {
             Ok(()) => Reply::ok(json!({ "recorded": true })),
             Err(err) => Reply::detail(400, err.to_string()),
         }
+    })
+}
+
+/// `POST /emulator/clock` body: how far to move the clock forward.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockRequest {
+    advance_ms: u64,
+}
+
+async fn advance_clock(State(shared): App, headers: HeaderMap, body: Bytes) -> Reply {
+    admin_only(&shared, "/emulator/clock", &headers, || match serde_json::from_slice::<ClockRequest>(&body) {
+        Ok(request) => {
+            shared.store().advance_clock(std::time::Duration::from_millis(request.advance_ms));
+            Reply::ok(json!({ "advanced_ms": request.advance_ms }))
+        }
+        Err(err) => Reply::detail(400, err.to_string()),
     })
 }
 

@@ -144,15 +144,52 @@ struct Key {
     user_id: Option<String>,
     team_id: Option<String>,
     models: Vec<Value>,
-    metadata: Map<String, Value>,
-    aliases: Map<String, Value>,
+    /// An object, or `null` once `/key/update` set it so.
+    metadata: Value,
+    /// An object, or `null` once `/key/update` set it so.
+    aliases: Value,
     max_budget: Option<f64>,
     tpm_limit: Option<i64>,
     rpm_limit: Option<i64>,
     max_parallel_requests: Option<i64>,
     budget_duration: Option<String>,
+    /// After this moment the key no longer authenticates (it stays listed).
+    expires: Option<Instant>,
     created_by: Option<String>,
     created_at: String,
+    updated_at: String,
+    /// Creation order: `/key/list` is newest first, and timestamps can tie.
+    seq: u64,
+}
+
+impl Key {
+    /// A key with nothing but its value, owner and creation time set.
+    fn new(plaintext: &str, user_id: Option<String>, now: Instant, seq: u64) -> Self {
+        Key {
+            hash: sha256_hex(plaintext),
+            key_name: key_name(plaintext),
+            key_alias: None,
+            user_id,
+            team_id: None,
+            models: Vec::new(),
+            metadata: json!({}),
+            aliases: json!({}),
+            max_budget: None,
+            tpm_limit: None,
+            rpm_limit: None,
+            max_parallel_requests: None,
+            budget_duration: None,
+            expires: None,
+            created_by: None,
+            created_at: now.timestamp(),
+            updated_at: now.timestamp(),
+            seq,
+        }
+    }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|expires| expires < now)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -174,7 +211,17 @@ struct Team {
     updated_at: String,
 }
 
-/// One user's usage on one day (`LiteLLM_DailyUserSpend`, summed over models and keys).
+/// One row of `LiteLLM_DailyUserSpend`: a user's usage on one day with one model and key.
+#[derive(Clone, Debug)]
+struct DailyRow {
+    date: String,
+    user_id: String,
+    model: Option<String>,
+    api_key: Option<String>,
+    usage: Usage,
+}
+
+/// Usage summed over some rows.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Usage {
     spend: f64,
@@ -209,11 +256,13 @@ pub(crate) struct Store {
     /// By key hash.
     keys: BTreeMap<String, Key>,
     teams: BTreeMap<String, Team>,
-    /// By (date, user id).
-    daily: BTreeMap<(String, String), Usage>,
+    /// In the order they were first written, which is how rows of one day are paged.
+    daily: Vec<DailyRow>,
     seq: u64,
     /// Ids and keys; seeded, so runs can be repeated (keys are then predictable, which is fine in a test double).
     rng: SplitMix64,
+    /// How far the emulator's clock is ahead of the system clock ([`Store::advance_clock`]).
+    clock_offset_ms: i64,
 }
 
 impl Store {
@@ -224,19 +273,32 @@ impl Store {
             users: BTreeMap::new(),
             keys: BTreeMap::new(),
             teams: BTreeMap::new(),
-            daily: BTreeMap::new(),
+            daily: Vec::new(),
             seq: 0,
             // Not the fault generator's sequence, so that ids do not shift when faults draw numbers.
             rng: SplitMix64(seed ^ 0xA5A5_A5A5_A5A5_A5A5),
+            clock_offset_ms: 0,
         }
     }
 
-    /// Forgets every user, key, team and usage record.
+    /// Forgets every user, key, team and usage record, and puts the clock back.
     pub(crate) fn clear(&mut self) {
         self.users.clear();
         self.keys.clear();
         self.teams.clear();
         self.daily.clear();
+        self.clock_offset_ms = 0;
+    }
+
+    /// The emulator's time: the system clock plus whatever [`Store::advance_clock`] added.
+    pub(crate) fn now(&self) -> Instant {
+        Instant::now().plus_millis(self.clock_offset_ms)
+    }
+
+    /// Moves the emulator's clock forward, so that keys expire without a test waiting for them.
+    pub(crate) fn advance_clock(&mut self, by: std::time::Duration) {
+        let millis = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.clock_offset_ms = self.clock_offset_ms.saturating_add(millis);
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -312,6 +374,10 @@ impl Store {
             };
             return Err(Reply::envelope(401, message, "token_not_found_in_db", Param::Named("key")));
         };
+        let now = self.now();
+        if stored.is_expired(now) {
+            return Err(expired(generation, stored, now));
+        }
         let caller = Caller::Key { hash, user_id: stored.user_id.clone() };
         match access {
             Access::AnyKey => Ok(caller),
@@ -342,6 +408,20 @@ impl Store {
         let email = email.to_lowercase();
         self.users.values().find(|user| user.user_email.as_ref().is_some_and(|mine| mine.to_lowercase() == email))
     }
+}
+
+/// An expired key presented for authentication. 1.108.7 answers 401 and shows the key as `sk-...` and four
+/// characters; 1.80.5 answers 400 and shows it whole. Both show the key or its hash, depending on LiteLLM's cache;
+/// the emulator shows the hash, as both do for a key they have not cached yet.
+fn expired(generation: Generation, key: &Key, now: Instant) -> Reply {
+    let expires = key.expires.map(Instant::python).unwrap_or_default();
+    let message =
+        format!("Authentication Error - Expired Key. Key Expiry time {expires} and current time {}", now.python());
+    let (status, shown) = match generation {
+        Generation::Newer => (401, key_name(&key.hash)),
+        Generation::Older => (400, key.hash.clone()),
+    };
+    Reply::envelope(status, message, "expired_key", Param::Shown(shown))
 }
 
 /// The fields of a request that LiteLLM moves into `metadata`, when they are not empty.
@@ -387,6 +467,75 @@ fn query_int(
         Ok(n) => return n,
     }
     default
+}
+
+/// A value a list is sorted by. `Null` (SQL NULL) sorts after every value, so that ascending order puts it last
+/// and descending order first, as PostgreSQL does.
+#[derive(Debug, PartialEq, PartialOrd)]
+enum SortValue<'a> {
+    Number(f64),
+    Text(&'a str),
+    Null,
+}
+
+impl SortValue<'_> {
+    fn order(a: &Self, b: &Self, descending: bool) -> std::cmp::Ordering {
+        let ordering = a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal);
+        if descending { ordering.reverse() } else { ordering }
+    }
+}
+
+/// The users as they were when a batch of held requests was released together (the `Hold` fault): requests of
+/// the batch check for duplicates against this, not against what the others of the batch wrote meanwhile, the
+/// way concurrent requests on a real proxy all pass their checks before any of them commits.
+#[derive(Debug, Default)]
+pub(crate) struct RaceView {
+    /// User id → lower-cased e-mail.
+    users: BTreeMap<String, Option<String>>,
+}
+
+impl RaceView {
+    fn has(&self, user_id: &str) -> bool {
+        self.users.contains_key(user_id)
+    }
+
+    fn owner_of(&self, email: &str) -> Option<String> {
+        let email = email.to_lowercase();
+        self.users.iter().find(|(_, mine)| mine.as_deref() == Some(email.as_str())).map(|(id, _)| id.clone())
+    }
+}
+
+impl Store {
+    pub(crate) fn race_view(&self) -> RaceView {
+        let users =
+            self.users.values().map(|user| (user.user_id.clone(), user.user_email.as_ref().map(|e| e.to_lowercase())));
+        RaceView { users: users.collect() }
+    }
+}
+
+/// Page `page` (from 1) of `size` items, as SQL's `OFFSET (page - 1) * size LIMIT size`.
+fn page_of<T>(items: impl IntoIterator<Item = T>, page: i64, size: i64) -> impl Iterator<Item = T> {
+    let start = usize::try_from((page - 1).saturating_mul(size)).unwrap_or(usize::MAX);
+    items.into_iter().skip(start).take(usize::try_from(size).unwrap_or(0))
+}
+
+/// How many pages of `size` hold `total` items.
+fn page_count(total: i64, size: i64) -> i64 {
+    (total + size - 1) / size
+}
+
+/// A query boolean as pydantic reads it (`true`, `1`, `yes`, `on`, … in any case); `false` when absent.
+fn query_bool(query: &BTreeMap<String, String>, name: &str, issues: &mut Vec<Issue>) -> bool {
+    let Some(text) = query.get(name) else { return false };
+    match text.trim().to_lowercase().as_str() {
+        "1" | "true" | "t" | "yes" | "y" | "on" => true,
+        "0" | "false" | "f" | "no" | "n" | "off" => false,
+        _ => {
+            let msg = "Input should be a valid boolean, unable to interpret input";
+            issues.push(Issue::new("bool_parsing", &["query", name], msg, Value::from(text.as_str())));
+            false
+        }
+    }
 }
 
 /// Adds the fields of `extra` (an object) to `target` (an object).

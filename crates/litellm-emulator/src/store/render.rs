@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{Key, Store, Team, User, View, extend};
-use crate::emulator::Generation;
+use crate::{Generation, clock::Instant};
 
 impl Store {
     pub(super) fn user_json(&self, user: &User, view: View) -> Value {
@@ -74,7 +74,7 @@ impl Store {
             "key_alias": key.key_alias,
             "soft_budget_cooldown": false,
             "spend": 0.0,
-            "expires": null,
+            "expires": key.expires.map(Instant::timestamp),
             "models": key.models,
             "aliases": key.aliases,
             "config": {},
@@ -98,7 +98,7 @@ impl Store {
             "object_permission_id": null,
             "created_at": key.created_at,
             "created_by": key.created_by,
-            "updated_at": key.created_at,
+            "updated_at": key.updated_at,
             "updated_by": key.created_by,
             "litellm_budget_table": null,
             "object_permission": null,
@@ -119,6 +119,23 @@ impl Store {
             );
         }
         item
+    }
+
+    /// A key as `/key/list?return_full_object=true` shows it: the key row as LiteLLM's auth object, with the
+    /// team, user and end-user fields it adds (empty here).
+    pub(super) fn key_object(&self, key: &Key) -> Value {
+        let mut object = self.key_item(key);
+        extend(
+            &mut object,
+            json!({"team_alias": null, "team_spend": null, "team_max_budget": null, "team_models": [],
+            "team_blocked": false, "team_metadata": null, "soft_budget": null, "end_user_id": null,
+            "api_key": null, "user_role": null, "user_email": null, "org_id": null, "last_refreshed_at": null}),
+        );
+        if let Value::Object(map) = &mut object {
+            // The auth object names the organisation `org_id`.
+            map.remove("organization_id");
+        }
+        object
     }
 
     pub(super) fn team_json(&self, team: &Team) -> Value {

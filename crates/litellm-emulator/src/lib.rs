@@ -8,14 +8,18 @@
 //! production.
 //!
 //! On top of the API it can misbehave on purpose ([`Fault`]: latency, 5xx, 429 with `Retry-After`, a dropped
-//! connection, a request that never gets an answer, or one that is performed but whose answer is lost), record
-//! spend as if users had made calls ([`EmulatorHandle::record_spend`]), and count requests per endpoint.
+//! connection, a request that never gets an answer, one that is performed but whose answer is lost, or requests
+//! held and then performed together as in a race), record usage as if users had made calls
+//! ([`EmulatorHandle::record_usage`]), and count requests per endpoint.
 //!
 //! State lives in memory behind a mutex; nothing is persisted. Keys are kept only as SHA-256 hashes.
 //!
+//! Its clock can be moved forward ([`EmulatorHandle::advance_clock`]), so that keys made with a `duration` expire
+//! without a test waiting for them.
+//!
 //! Besides the Rust API, everything is reachable over HTTP with the master key, for the standalone
-//! `litellm-operator emulator` command: `POST /emulator/faults`, `DELETE /emulator/faults`,
-//! `POST /emulator/spend`, `POST /emulator/reset` and `GET /emulator/stats`.
+//! `litellm-emulator` binary: `POST /emulator/faults`, `DELETE /emulator/faults`,
+//! `POST /emulator/spend`, `POST /emulator/clock`, `POST /emulator/reset` and `GET /emulator/stats`.
 
 mod clock;
 mod faults;
@@ -27,8 +31,10 @@ mod store;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    ops::Deref,
     str::FromStr,
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -107,6 +113,23 @@ pub enum EmulatorError {
     InvalidSpend(f64),
 }
 
+/// Usage to record as if a user had made calls ([`EmulatorHandle::record_usage`]). Each user, day, model and key
+/// is one row of LiteLLM's daily table, which `/user/daily/activity` pages over; recording the same four again
+/// adds to that row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UsageRecord {
+    pub user_id: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub model: Option<String>,
+    /// The hash of the key the calls were made with.
+    pub api_key: Option<String>,
+    pub spend: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub requests: u64,
+}
+
 /// What the server and every handle share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -156,8 +179,8 @@ impl EmulatorHandle {
         self.shared.faults().clear();
     }
 
-    /// Records usage for `user_id` on `date` (`YYYY-MM-DD`): adds `spend` to the user's running spend (when the
-    /// user exists) and to `/user/daily/activity`.
+    /// Records usage for `user_id` on `date` (`YYYY-MM-DD`), with no model or key: adds `spend` to the user's
+    /// running spend (when the user exists) and to `/user/daily/activity`.
     pub fn record_spend(
         &self,
         user_id: &str,
@@ -167,7 +190,28 @@ impl EmulatorHandle {
         completion_tokens: u64,
         requests: u64,
     ) -> Result<(), EmulatorError> {
-        self.shared.store().record_spend(user_id, date, spend, prompt_tokens, completion_tokens, requests)
+        let (user_id, date) = (user_id.to_owned(), date.to_owned());
+        self.record_usage(&UsageRecord {
+            user_id,
+            date,
+            spend,
+            prompt_tokens,
+            completion_tokens,
+            requests,
+            ..Default::default()
+        })
+    }
+
+    /// Records usage in the daily row of its user, day, model and key, and adds its spend to the user's running
+    /// spend (when the user exists).
+    pub fn record_usage(&self, record: &UsageRecord) -> Result<(), EmulatorError> {
+        self.shared.store().record_usage(record)
+    }
+
+    /// Moves the emulator's clock forward by `by`: keys whose expiry it passes stop authenticating, and new
+    /// timestamps are that much later. [`EmulatorHandle::reset`] puts it back.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.store().advance_clock(by);
     }
 
     /// Requests received per endpoint path (for example `"/user/info"`), including refused and faulted ones.
@@ -175,7 +219,7 @@ impl EmulatorHandle {
         lock(&self.shared.counts).clone()
     }
 
-    /// Forgets all users, keys, teams, usage, faults and counts.
+    /// Forgets all users, keys, teams, usage, faults and counts, and puts the clock back.
     pub fn reset(&self) {
         self.shared.store().clear();
         self.shared.faults().clear();
@@ -225,42 +269,14 @@ impl Emulator {
     pub fn handle(&self) -> EmulatorHandle {
         self.handle.clone()
     }
+}
 
-    pub fn generation(&self) -> Generation {
-        self.handle.generation()
-    }
+/// An emulator is controlled like its handle: `emulator.set_fault(…)`, `emulator.record_spend(…)`, ….
+impl Deref for Emulator {
+    type Target = EmulatorHandle;
 
-    /// See [`EmulatorHandle::set_fault`].
-    pub fn set_fault(&self, fault: Fault) {
-        self.handle.set_fault(fault);
-    }
-
-    /// See [`EmulatorHandle::clear_faults`].
-    pub fn clear_faults(&self) {
-        self.handle.clear_faults();
-    }
-
-    /// See [`EmulatorHandle::record_spend`].
-    pub fn record_spend(
-        &self,
-        user_id: &str,
-        date: &str,
-        spend: f64,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        requests: u64,
-    ) -> Result<(), EmulatorError> {
-        self.handle.record_spend(user_id, date, spend, prompt_tokens, completion_tokens, requests)
-    }
-
-    /// See [`EmulatorHandle::request_counts`].
-    pub fn request_counts(&self) -> BTreeMap<String, u64> {
-        self.handle.request_counts()
-    }
-
-    /// See [`EmulatorHandle::reset`].
-    pub fn reset(&self) {
-        self.handle.reset();
+    fn deref(&self) -> &EmulatorHandle {
+        &self.handle
     }
 }
 

@@ -18,6 +18,11 @@ impl Instant {
         Instant(millis)
     }
 
+    /// This moment moved by `millis` (negative: back).
+    pub(crate) fn plus_millis(self, millis: i64) -> Self {
+        Instant(self.0.saturating_add(millis))
+    }
+
     fn days_and_millis(self) -> (i64, i64) {
         (self.0.div_euclid(DAY_MS), self.0.rem_euclid(DAY_MS))
     }
@@ -35,6 +40,15 @@ impl Instant {
         let mut stamp = self.timestamp();
         stamp.truncate(19);
         stamp.push('Z');
+        stamp
+    }
+
+    /// `2026-12-01 21:14:22.311000+00:00`, Python's `str()` of an aware UTC datetime (no fraction when it is
+    /// zero), as LiteLLM prints times inside error messages.
+    pub(crate) fn python(self) -> String {
+        let mut stamp = self.timestamp().replacen('T', " ", 1);
+        stamp.truncate(if self.0.rem_euclid(1000) == 0 { 19 } else { 26 });
+        stamp.push_str("+00:00");
         stamp
     }
 
@@ -121,11 +135,7 @@ impl Period {
 pub(crate) fn budget_reset_at(duration: &str, now: Instant) -> String {
     let (days, ms) = now.days_and_millis();
     let midnight = |day: i64| Instant(day * DAY_MS).whole_seconds();
-    let first_of_month_after = |months: i64| {
-        let (y, m, _) = civil_from_days(days);
-        let index = y * 12 + (m - 1) + months.max(1);
-        midnight(days_from_civil(index.div_euclid(12), index.rem_euclid(12) + 1, 1))
-    };
+    let first_of_month_after = |months: i64| first_of_month_after(now, months).whole_seconds();
     match Period::parse(duration) {
         Some(Period::Seconds(n)) if n > 0 => Instant(now.0 + n * 1000).whole_seconds(),
         Some(Period::Minutes(n)) if n > 0 => next_multiple(now, n * 60_000),
@@ -140,6 +150,113 @@ pub(crate) fn budget_reset_at(duration: &str, now: Instant) -> String {
         Some(Period::Months(n)) => first_of_month_after(n),
         _ => midnight(days + 1),
     }
+}
+
+/// Why a key's `duration` was refused. The messages are LiteLLM's; both generations answer them with a 500.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DurationError {
+    /// Newer: no number at the start.
+    #[error("Invalid duration format")]
+    Invalid,
+    /// Newer: a number without a unit it knows.
+    #[error("Unsupported duration unit, passed duration: {0}")]
+    UnsupportedUnit(String),
+    /// Older: `Nmo` with N other than 1.
+    #[error("Internal Server Error, Monthly resets currently only support 1 month intervals")]
+    Months,
+}
+
+/// The number at the start of `text` and what follows it, as Python's `re.match(r"(\d+)…")` reads it.
+fn leading_number(text: &str) -> Option<(i64, &str)> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, rest) = text.split_at(split);
+    digits.parse().ok().map(|n| (n, rest))
+}
+
+/// When a key made now with this `duration` expires on newer proxies (1.108.7's `duration_in_seconds`): exactly
+/// that long from now. `hourly`, `daily`, `weekly` and `monthly` are 1h, 24h, 7d and 30d; `Nmo` is N calendar
+/// months; the number must come first and trailing text is ignored (`1h30m` is one hour).
+pub(crate) fn expiry_exact(duration: &str, now: Instant) -> Result<Instant, DurationError> {
+    let normalised = match duration.trim().to_lowercase().as_str() {
+        "hourly" => "1h",
+        "daily" => "24h",
+        "weekly" => "7d",
+        "monthly" => "30d",
+        _ => duration,
+    };
+    let (n, unit) = leading_number(normalised).ok_or(DurationError::Invalid)?;
+    if unit.starts_with("mo") {
+        return Ok(shift_months(now, n));
+    }
+    let seconds = match unit.chars().next() {
+        Some('s') => n,
+        Some('m') => n * 60,
+        Some('h') => n * 3600,
+        Some('d') => n * 86_400,
+        Some('w') => n * 604_800,
+        _ => return Err(DurationError::UnsupportedUnit(duration.to_owned())),
+    };
+    Ok(now.plus_millis(seconds.saturating_mul(1000)))
+}
+
+/// The same moment `months` calendar months later, the day clamped to the length of that month.
+fn shift_months(now: Instant, months: i64) -> Instant {
+    let (days, ms) = now.days_and_millis();
+    let (y, m, d) = civil_from_days(days);
+    let index = y * 12 + (m - 1) + months;
+    let (y, m) = (index.div_euclid(12), index.rem_euclid(12) + 1);
+    Instant(days_from_civil(y, m, d.min(days_in_month(y, m))) * DAY_MS + ms)
+}
+
+/// When a key made now with this `duration` expires on older proxies (1.80.5's `get_next_standardized_reset_time`):
+/// at the next boundary of the period, not a full period from now. `Ns`, `Nm` and `Nh` end at the next multiple of
+/// N seconds, minutes or hours of the minute, hour or day; `1d` at midnight, `7d` on Monday, `30d` on the first of
+/// the month, other `Nd` N midnights on; `1mo` on the first of the month. Zero means now; anything else (no number,
+/// `w`, `30` without a unit) the next midnight.
+pub(crate) fn expiry_standardised(duration: &str, now: Instant) -> Result<Instant, DurationError> {
+    let (days, ms) = now.days_and_millis();
+    let midnight = |day: i64| Instant(day * DAY_MS);
+    let at = |hour: i64, minute: i64, second: i64| {
+        // Past midnight rolls over to the next day only (1.80.5's "overnight case").
+        let day = if hour >= 24 { days + 1 } else { days };
+        Instant(day * DAY_MS + (hour % 24) * 3_600_000 + minute * 60_000 + second * 1000)
+    };
+    // `re.match(r"(\d+)([a-z]+)")`: a number, then at least one lower-case letter.
+    let parsed = leading_number(duration).and_then(|(n, rest)| {
+        let unit_len = rest.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(rest.len());
+        (unit_len > 0).then(|| (n, &rest[..unit_len]))
+    });
+    let Some((n, unit)) = parsed else { return Ok(midnight(days + 1)) };
+    let next = |current: i64| current + n - current % n;
+    let (hour, minute, second) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    Ok(match unit {
+        "mo" if n == 1 => first_of_month_after(now, 1),
+        "mo" => return Err(DurationError::Months),
+        "s" | "m" | "h" | "d" if n == 0 => now,
+        "d" if n == 1 => midnight(days + 1),
+        // 1970-01-01 was a Thursday; Python's weekday() is 0 on Monday.
+        "d" if n == 7 => midnight(days + 7 - (days + 3).rem_euclid(7)),
+        "d" if n == 30 => first_of_month_after(now, 1),
+        "d" => midnight(days + n),
+        "h" => at(next(hour), 0, 0),
+        "m" => {
+            let minutes = next(minute);
+            at(hour + minutes / 60, minutes % 60, 0)
+        }
+        "s" => {
+            let seconds = next(second);
+            let minutes = minute + seconds / 60;
+            at(hour + minutes / 60, minutes % 60, seconds % 60)
+        }
+        _ => midnight(days + 1),
+    })
+}
+
+/// Midnight of the first day `months` (at least one) months after `now`'s month.
+fn first_of_month_after(now: Instant, months: i64) -> Instant {
+    let (y, m, _) = civil_from_days(now.days_and_millis().0);
+    let index = y * 12 + (m - 1) + months.max(1);
+    Instant(days_from_civil(index.div_euclid(12), index.rem_euclid(12) + 1, 1) * DAY_MS)
 }
 
 /// The first multiple of `step_ms` (counted from the epoch) after `now`.
@@ -206,6 +323,50 @@ mod tests {
         assert_eq!(budget_reset_at("1h", now), "2026-11-27T11:00:00Z");
         assert_eq!(budget_reset_at("15m", now), "2026-11-27T10:30:00Z");
         assert_eq!(budget_reset_at("1w", now), "2026-11-30T00:00:00Z"); // the next Monday
+    }
+
+    #[test]
+    fn newer_keys_expire_a_full_duration_from_now() {
+        let now = Instant::from_millis(NOW);
+        let stamp = |duration| expiry_exact(duration, now).map(Instant::timestamp);
+        assert_eq!(stamp("30s"), Ok("2026-11-27T10:16:00.250000Z".into()));
+        assert_eq!(stamp("1h"), Ok("2026-11-27T11:15:30.250000Z".into()));
+        assert_eq!(stamp("1h30m"), Ok("2026-11-27T11:15:30.250000Z".into()));
+        assert_eq!(stamp("Monthly"), Ok("2026-12-27T10:15:30.250000Z".into()));
+        assert_eq!(stamp("2mo"), Ok("2027-01-27T10:15:30.250000Z".into()));
+        assert_eq!(stamp("0s"), Ok(now.timestamp()));
+        assert_eq!(stamp("30"), Err(DurationError::UnsupportedUnit("30".into())));
+        assert_eq!(stamp("bogus"), Err(DurationError::Invalid));
+        assert_eq!(stamp("-5s"), Err(DurationError::Invalid));
+        let jan31 = Instant::from_millis(days_from_civil(2027, 1, 31) * DAY_MS);
+        assert_eq!(expiry_exact("1mo", jan31).map(Instant::timestamp), Ok("2027-02-28T00:00:00.000000Z".into()));
+    }
+
+    #[test]
+    fn older_keys_expire_at_the_next_boundary() {
+        // The values 1.80.5 gave, at the times they were asked.
+        let at = |y, mo, d, h: i64, mi: i64, s: i64, ms: i64| {
+            Instant(days_from_civil(y, mo, d) * DAY_MS + ((h * 60 + mi) * 60 + s) * 1000 + ms)
+        };
+        let stamp = |duration, now| expiry_standardised(duration, now).map(Instant::timestamp);
+        let now = at(2026, 12, 1, 21, 14, 9, 486);
+        assert_eq!(stamp("20s", now), Ok("2026-12-01T21:14:20.000000Z".into()));
+        assert_eq!(stamp("1m", now), Ok("2026-12-01T21:15:00.000000Z".into()));
+        assert_eq!(stamp("1h", now), Ok("2026-12-01T22:00:00.000000Z".into()));
+        assert_eq!(stamp("1mo", now), Ok("2027-01-01T00:00:00.000000Z".into()));
+        for midnight in ["bogus", "30", "", "-5s", "1w", "hourly"] {
+            assert_eq!(stamp(midnight, now), Ok("2026-12-02T00:00:00.000000Z".into()), "{midnight}");
+        }
+        assert_eq!(stamp("0s", now), Ok(now.timestamp()));
+        let now = at(2026, 12, 1, 21, 21, 30, 40);
+        assert_eq!(stamp("25h", now), Ok("2026-12-02T01:00:00.000000Z".into()));
+        assert_eq!(stamp("90s", now), Ok("2026-12-01T21:22:30.000000Z".into()));
+        assert_eq!(stamp("7d", now), Ok("2026-12-07T00:00:00.000000Z".into()));
+        assert_eq!(stamp("2d", now), Ok("2026-12-03T00:00:00.000000Z".into()));
+        assert_eq!(stamp("1h30m", now), Ok("2026-12-01T22:00:00.000000Z".into()));
+        assert_eq!(stamp("2mo", now), Err(DurationError::Months));
+        assert_eq!(at(2026, 12, 1, 21, 14, 22, 311).python(), "2026-12-01 21:14:22.311000+00:00");
+        assert_eq!(at(2026, 12, 1, 21, 14, 20, 0).python(), "2026-12-01 21:14:20+00:00");
     }
 
     #[test]

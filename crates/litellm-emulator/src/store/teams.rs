@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{ADMIN_USER_ID, Member, Store, Team, User, View, extend};
-use crate::emulator::{
+use crate::{
     Generation,
     clock::Instant,
     reply::{Issue, Kind, Param, Reply, as_f64, check_body, parse_body, validated_body},

@@ -1,13 +1,10 @@
 //! The emulator's own features, which no real proxy has: injected faults, recorded spend, request counters and
-//! the `/emulator/...` endpoints; and the operator's client against both generations. What the emulator shares
-//! with real proxies is checked in `tests/contract.rs`.
+//! the `/emulator/...` endpoints. What the emulator shares with real proxies is checked in `tests/contract.rs`;
+//! the operator's client against the emulator is tested in the operator's `tests/emulator_client.rs`.
 
 use std::time::{Duration, Instant};
 
-use litellm_operator::{
-    emulator::{Emulator, EmulatorConfig, EmulatorError, Fault, FaultKind, Generation},
-    litellm::{ClientConfig, Created, ErrorClass, LiteLlmClient, MasterKey},
-};
+use litellm_emulator::{Emulator, EmulatorConfig, EmulatorError, Fault, FaultKind, Generation, UsageRecord};
 use serde_json::{Value, json};
 
 async fn start(generation: Generation) -> Emulator {
@@ -174,8 +171,10 @@ async fn recorded_spend_shows_in_daily_activity_and_user_spend() {
             Err(EmulatorError::InvalidDate("2025-02-30".into()))
         );
 
+        // 1.80.5 has no `user_id` parameter: the master key sees everyone's usage, bob's too.
+        let end = if generation == Generation::Newer { "2025-01-31" } else { "2025-01-11" };
         let (status, body) =
-            get(&emulator, "/user/daily/activity?start_date=2025-01-01&end_date=2025-01-31&user_id=alice").await;
+            get(&emulator, &format!("/user/daily/activity?start_date=2025-01-01&end_date={end}&user_id=alice")).await;
         assert_eq!(status, 200);
         let dates: Vec<&str> =
             body["results"].as_array().expect("results").iter().filter_map(|d| d["date"].as_str()).collect();
@@ -190,60 +189,117 @@ async fn recorded_spend_shows_in_daily_activity_and_user_spend() {
         assert_eq!((&totals["total_pages"], &totals["has_more"]), (&json!(1), &json!(false)));
         assert_eq!(body["results"][1]["metrics"]["total_tokens"], 150);
 
-        // Without a user filter the admin sees everyone's usage.
+        // Without a user filter the admin sees everyone's usage; 1.80.5 ignores the filter.
         let (_, all) = get(&emulator, "/user/daily/activity?start_date=2025-01-01&end_date=2025-01-31").await;
         assert_eq!(all["metadata"]["total_api_requests"], 5);
+        let (_, filtered) =
+            get(&emulator, "/user/daily/activity?start_date=2025-01-01&end_date=2025-01-31&user_id=alice").await;
+        let expected = if generation == Generation::Newer { 4 } else { 5 };
+        assert_eq!(filtered["metadata"]["total_api_requests"], expected, "{generation:?}");
         let (_, info) = get(&emulator, "/user/info?user_id=alice").await;
         assert_eq!(info["user_info"]["spend"], json!(0.26));
     }
 }
 
-fn client_for(emulator: &Emulator, key: &str) -> LiteLlmClient {
-    LiteLlmClient::new(ClientConfig {
-        base_url: emulator.url().parse().expect("url"),
-        master_key: MasterKey::new(key),
-        ca_file: None,
-        timeout: Duration::from_millis(500),
-    })
-    .expect("client")
+/// Pages of `/user/daily/activity` are pages of rows (one per user, day, model and key), and their totals are
+/// the page's own, as on the real proxies (the contract suite checks the same against them).
+#[tokio::test]
+async fn daily_activity_pages_rows_and_totals_each_page() {
+    let emulator = start(Generation::Newer).await;
+    let row = |date: &str, model: &str, spend: f64| UsageRecord {
+        user_id: "u".into(),
+        date: date.into(),
+        model: Some(model.into()),
+        spend,
+        requests: 1,
+        ..UsageRecord::default()
+    };
+    for record in [row("2025-01-10", "a", 1.0), row("2025-01-12", "a", 2.0), row("2025-01-12", "b", 4.0)] {
+        emulator.record_usage(&record).expect("recorded");
+    }
+    // The same user, day, model and key again adds to its row.
+    emulator.record_usage(&row("2025-01-10", "a", 8.0)).expect("recorded");
+    let page = |n: u32| {
+        let path = format!("/user/daily/activity?start_date=2025-01-01&end_date=2025-01-31&page_size=2&page={n}");
+        let emulator = &emulator;
+        async move { get(emulator, &path).await.1 }
+    };
+    let first = page(1).await;
+    assert_eq!(first["results"].as_array().map(Vec::len), Some(1), "two rows of one day: {first}");
+    assert_eq!(first["metadata"]["total_spend"], json!(6.0));
+    assert_eq!((&first["metadata"]["total_pages"], &first["metadata"]["has_more"]), (&json!(2), &json!(true)));
+    let second = page(2).await;
+    assert_eq!(second["results"][0]["date"], "2025-01-10");
+    assert_eq!(second["metadata"]["total_spend"], json!(9.0));
+    assert_eq!(second["metadata"]["has_more"], json!(false));
 }
 
-/// The operator's client reads both generations the same way (README, "How it works with both generations").
+/// A key made with a `duration` stops authenticating once the clock passes its expiry: 401 on 1.108.7, 400 on
+/// 1.80.5, with type `expired_key`. It stays listed. Older proxies expire it at the next full hour, newer ones an
+/// hour after it was made; either way two hours later it is gone.
 #[tokio::test]
-async fn operator_client_reads_both_generations() {
-    for generation in [Generation::Newer, Generation::Older] {
+async fn keys_expire_when_the_clock_passes_their_duration() {
+    for (generation, refused) in [(Generation::Newer, 401), (Generation::Older, 400)] {
         let emulator = start(generation).await;
-        let client = client_for(&emulator, emulator.master_key());
-        let body = json!({"user_id": "dora", "user_email": "dora@example.com", "auto_create_key": false});
-        assert!(matches!(client.user_new(&body).await.expect("created"), Created::Created(_)));
-        let again = client.user_new(&json!({"user_id": "dora", "auto_create_key": false})).await.expect("answer");
-        let conflict = matches!(again, Created::Conflict { .. });
-        assert_eq!(conflict, generation == Generation::Newer, "{generation:?}");
+        let client = http(Duration::from_secs(10));
+        let key = "sk-expiring-0123456789abcdefghijklmnopqr";
+        let body = json!({"user_id": "eve", "key": key, "duration": "1h"});
+        let (status, made) = post(&emulator, &client, "/key/generate", body).await.expect("answer");
+        assert_eq!(status, 200);
+        assert!(made["expires"].is_string(), "{made}");
+        let with_key = |client: &reqwest::Client| client.get(format!("{}/key/info", emulator.url())).bearer_auth(key);
+        let status = |response: reqwest::Response| response.status().as_u16();
+        assert_eq!(with_key(&client).send().await.map(status).expect("answer"), 200, "{generation:?}");
 
-        assert!(client.user_info("ghost").await.expect("answer").is_none(), "{generation:?}: 404 and stub alike");
-        let key = "sk-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
-        client.key_register("dora", key, &json!({"key_alias": "dora-main"})).await.expect("registered");
-        // Re-registering the same value without an alias is a no-op; the alias would clash.
-        client.key_register("dora", key, &json!({})).await.expect("no-op");
-        let (user, keys) = client.user_info("dora").await.expect("answer").expect("dora exists");
-        assert_eq!(user.user_email.as_deref(), Some("dora@example.com"));
-        assert_eq!(keys.len(), 1);
-        client.key_delete(&[keys[0].token.clone()]).await.expect("deleted");
-        client.key_delete(&[keys[0].token.clone()]).await.expect("already gone is fine");
-        assert!(client.user_delete("dora").await.expect("deleted"));
-        assert!(!client.user_delete("dora").await.expect("answer"), "already gone");
+        // Over HTTP, as for the standalone binary; the Rust API does the same (`advance_clock`).
+        let (moved, _) =
+            post(&emulator, &client, "/emulator/clock", json!({"advance_ms": 2 * 3_600_000})).await.expect("answer");
+        assert_eq!(moved, 200);
+        let response = with_key(&client).send().await.expect("answer");
+        assert_eq!(response.status().as_u16(), refused, "{generation:?}");
+        let error: Value = response.json().await.expect("JSON");
+        assert_eq!(error["error"]["type"], "expired_key", "{generation:?}");
+        assert!(!error.to_string().contains(key), "the key itself is not repeated: {error}");
+        let (_, listed) = get(&emulator, "/key/list?user_id=eve").await;
+        assert_eq!(listed["total_count"], 1, "an expired key stays listed");
 
-        emulator.set_fault(Fault::new(FaultKind::Status(503)));
-        assert_eq!(client.user_info("dora").await.expect_err("503").class(), ErrorClass::Transient);
-        emulator.set_fault(Fault::new(FaultKind::RateLimited { retry_after: Duration::from_secs(3) }));
-        let limited = client.user_info("dora").await.expect_err("429");
-        assert_eq!((limited.class(), limited.retry_after()), (ErrorClass::Transient, Some(Duration::from_secs(3))));
-        emulator.set_fault(Fault::new(FaultKind::Hang));
-        assert_eq!(client.user_info("dora").await.expect_err("timeout").class(), ErrorClass::Transient);
-        emulator.set_fault(Fault::new(FaultKind::Reset));
-        assert_eq!(client.user_info("dora").await.expect_err("reset").class(), ErrorClass::Transient);
-
-        let wrong = client_for(&emulator, "sk-wrong");
-        assert_eq!(wrong.user_info("dora").await.expect_err("401").class(), ErrorClass::Unauthorized);
+        emulator.reset();
+        let again = json!({"user_id": "eve", "key": key, "duration": "1h"});
+        post(&emulator, &client, "/key/generate", again).await.expect("answer");
+        assert_eq!(with_key(&client).send().await.map(status).expect("answer"), 200, "reset puts the clock back");
     }
+}
+
+/// Two `/user/new` for one `user_id`, held and then performed together, both answer 200 and leave one user with
+/// the metadata of one of them, as 1.108.7 does under a race; performed one after the other, the second gets 409.
+#[tokio::test]
+async fn held_requests_are_performed_together() {
+    let emulator = start(Generation::Newer).await;
+    let client = http(Duration::from_secs(10));
+    let create = |user_id: &str, writer: &str| {
+        let body = json!({"user_id": user_id, "auto_create_key": false, "metadata": {"writer": writer}});
+        let (emulator, client) = (&emulator, &client);
+        async move { post(emulator, client, "/user/new", body).await.expect("answer").0 }
+    };
+    assert_eq!((create("seq", "a").await, create("seq", "b").await), (200, 409));
+
+    emulator.set_fault(Fault::hold(2, Duration::from_secs(30)).on("/user/new"));
+    let (a, b) = tokio::join!(create("race", "a"), create("race", "b"));
+    assert_eq!((a, b), (200, 200));
+    let (_, info) = get(&emulator, "/user/info?user_id=race").await;
+    let writer = info["user_info"]["metadata"]["writer"].as_str().unwrap_or_default().to_owned();
+    assert!(writer == "a" || writer == "b", "the later write's metadata: {info}");
+    let (_, listed) = get(&emulator, "/user/list?user_ids=race,none").await;
+    assert_eq!(listed["total"], 1, "one user");
+    // The hold was for two requests: the next one is checked as usual.
+    assert_eq!(create("race", "c").await, 409);
+
+    // Set over HTTP, with fewer requests than it waits for: after the timeout they go on together all the same.
+    let fault = json!({"endpoint": "/user/new", "kind": "hold", "until": 3, "timeout_ms": 300});
+    assert_eq!(post(&emulator, &client, "/emulator/faults", fault).await.expect("answer").0, 200);
+    let started = Instant::now();
+    let (a, b) = tokio::join!(create("slow", "a"), create("slow", "b"));
+    assert_eq!((a, b), (200, 200));
+    assert!(started.elapsed() >= Duration::from_millis(300), "held until the timeout");
+    emulator.clear_faults();
 }

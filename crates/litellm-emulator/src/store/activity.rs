@@ -4,11 +4,16 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{Store, Usage, extend, query_int};
-use crate::emulator::{EmulatorError, Generation, clock, reply::Reply};
+use super::{DailyRow, Store, Usage, extend, page_count, page_of, query_int};
+use crate::{EmulatorError, Generation, UsageRecord, clock, reply::Reply};
 
 impl Store {
     /// `GET /user/daily/activity`: usage per day, newest first, with totals in `metadata`.
+    ///
+    /// Like LiteLLM, it pages over rows of the daily table (one per user, day, model and key), not over days:
+    /// a page of `page_size` rows is summed into days, so a page can hold fewer days than rows and one day can
+    /// be split over two pages; `total_pages` and `has_more` count rows; and the `metadata` totals are those of
+    /// the rows on this page only (`common_daily_activity.py`, `get_daily_activity`).
     pub(crate) fn daily_activity(&self, query: &BTreeMap<String, String>) -> Reply {
         let generation = self.generation;
         let (Some(start), Some(end)) = (query.get("start_date"), query.get("end_date")) else {
@@ -23,33 +28,27 @@ impl Store {
         if !issues.is_empty() {
             return Reply::invalid(generation, issues);
         }
-        // Older proxies compare the raw strings; a malformed date simply matches nothing.
-        let user_filter = query.get("user_id");
-        let mut days: BTreeMap<&str, BTreeMap<&str, Usage>> = BTreeMap::new();
-        for ((date, user_id), usage) in &self.daily {
-            if date.as_str() < start.as_str() || date.as_str() > end.as_str() {
-                continue;
-            }
-            if user_filter.is_some_and(|wanted| wanted != user_id) {
-                continue;
-            }
-            days.entry(date).or_default().entry(user_id).or_default().add(usage);
-        }
-        let mut totals = Usage::default();
-        for users in days.values() {
-            for usage in users.values() {
-                totals.add(usage);
-            }
-        }
-        let total_pages = (days.len() as i64 + page_size - 1) / page_size;
-        let start_index = usize::try_from((page - 1).saturating_mul(page_size)).unwrap_or(usize::MAX);
-        let results: Vec<Value> = days
+        // Older proxies compare the raw strings; a malformed date simply matches nothing. They also have no
+        // `user_id` parameter: the master key sees every user's usage whatever `user_id` says.
+        let user_filter = query.get("user_id").filter(|_| generation == Generation::Newer);
+        let mut rows: Vec<&DailyRow> = self
+            .daily
             .iter()
-            .rev()
-            .skip(start_index)
-            .take(usize::try_from(page_size).unwrap_or(0))
-            .map(|(date, users)| self.day_json(date, users))
+            .filter(|row| row.date.as_str() >= start.as_str() && row.date.as_str() <= end.as_str())
+            .filter(|row| user_filter.is_none_or(|wanted| *wanted == row.user_id))
             .collect();
+        // Newest day first; within a day in the order written (1.108.7 orders by `id`, which the emulator does not
+        // have; 1.80.5 leaves it to the database).
+        rows.sort_by(|a, b| b.date.cmp(&a.date));
+        let total_rows = rows.len() as i64;
+        let mut days: BTreeMap<&str, BTreeMap<&str, Usage>> = BTreeMap::new();
+        let mut totals = Usage::default();
+        for row in page_of(rows, page, page_size) {
+            days.entry(&row.date).or_default().entry(&row.user_id).or_default().add(&row.usage);
+            totals.add(&row.usage);
+        }
+        let total_pages = page_count(total_rows, page_size);
+        let results: Vec<Value> = days.iter().rev().map(|(date, users)| self.day_json(date, users)).collect();
         let mut metadata = json!({
             "total_spend": totals.spend,
             "total_prompt_tokens": totals.prompt_tokens,
@@ -62,7 +61,7 @@ impl Store {
             "total_cache_creation_input_tokens": 0,
             "page": page,
             "total_pages": total_pages,
-            "has_more": page < total_pages,
+            "has_more": page.saturating_mul(page_size) < total_rows,
         });
         if generation == Generation::Newer {
             extend(
@@ -121,27 +120,38 @@ impl Store {
         metrics
     }
 
-    /// Adds usage as the proxy's spend tracking would: to the user's running `spend` and to the daily table.
-    pub(crate) fn record_spend(
-        &mut self,
-        user_id: &str,
-        date: &str,
-        spend: f64,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        requests: u64,
-    ) -> Result<(), EmulatorError> {
-        if !clock::is_date(date) {
-            return Err(EmulatorError::InvalidDate(date.to_owned()));
+    /// Adds usage as the proxy's spend tracking would: to the user's running `spend` and to the daily table,
+    /// in the row of that user, day, model and key (a new row if there is none yet).
+    pub(crate) fn record_usage(&mut self, record: &UsageRecord) -> Result<(), EmulatorError> {
+        if !clock::is_date(&record.date) {
+            return Err(EmulatorError::InvalidDate(record.date.clone()));
         }
-        if !spend.is_finite() || spend < 0.0 {
-            return Err(EmulatorError::InvalidSpend(spend));
+        if !record.spend.is_finite() || record.spend < 0.0 {
+            return Err(EmulatorError::InvalidSpend(record.spend));
         }
-        if let Some(user) = self.users.get_mut(user_id) {
-            user.spend += spend;
+        if let Some(user) = self.users.get_mut(&record.user_id) {
+            user.spend += record.spend;
         }
-        let usage = Usage { spend, prompt_tokens, completion_tokens, requests };
-        self.daily.entry((date.to_owned(), user_id.to_owned())).or_default().add(&usage);
+        let usage = Usage {
+            spend: record.spend,
+            prompt_tokens: record.prompt_tokens,
+            completion_tokens: record.completion_tokens,
+            requests: record.requests,
+        };
+        let same = |row: &&mut DailyRow| {
+            (&row.date, &row.user_id, &row.model, &row.api_key)
+                == (&record.date, &record.user_id, &record.model, &record.api_key)
+        };
+        match self.daily.iter_mut().find(same) {
+            Some(row) => row.usage.add(&usage),
+            None => self.daily.push(DailyRow {
+                date: record.date.clone(),
+                user_id: record.user_id.clone(),
+                model: record.model.clone(),
+                api_key: record.api_key.clone(),
+                usage,
+            }),
+        }
         Ok(())
     }
 }
