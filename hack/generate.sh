@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Regenerates the files derived from the Rust types: crds/litellmuser.yaml and the chart's CRD template.
+# Regenerates the files derived from the Rust types: crds/*.yaml and the chart's CRD template.
 # With --check, fails if either is stale instead of writing it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-crd="$(cargo run --quiet --bin litellm-operator -- crd)"
+cargo build --quiet --bin litellm-operator
+bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/litellm-operator"
+crd="$("$bin" crd)"
+user_crd="$("$bin" crd litellmuser.yaml)"
+proxy_crd="$("$bin" crd litellmproxy.yaml)"
 chart_crd="$(printf '%s\n' "$crd" | python3 -c '
 import sys
 lines = sys.stdin.read().splitlines()
@@ -23,9 +27,11 @@ check() { # file, content
   fi
 }
 if [ "${1:-}" = --check ]; then
-  check crds/litellmuser.yaml "$crd"
+  check crds/litellmuser.yaml "$user_crd"
+  check crds/litellmproxy.yaml "$proxy_crd"
   check charts/litellm-operator/templates/crd.yaml "$chart_crd"
 else
-  printf '%s\n' "$crd" > crds/litellmuser.yaml
+  printf '%s\n' "$user_crd" > crds/litellmuser.yaml
+  printf '%s\n' "$proxy_crd" > crds/litellmproxy.yaml
   printf '%s\n' "$chart_crd" > charts/litellm-operator/templates/crd.yaml
 fi

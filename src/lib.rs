@@ -4,4 +4,5 @@ pub mod crd;
 pub mod litellm;
 pub mod metrics;
 pub mod operator;
+pub mod policy;
 pub mod reconcile;

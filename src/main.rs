@@ -21,8 +21,9 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the LiteLLMUser CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the operator's CustomResourceDefinitions as YAML: all of them, or the one whose file is named
+    /// (`litellmuser.yaml`, `litellmproxy.yaml`).
+    Crd { file: Option<String> },
 }
 
 #[derive(clap::Args, Debug)]
@@ -43,6 +44,10 @@ struct RunArgs {
     /// Namespaces to watch, comma-separated; all namespaces when empty or unset.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
+    /// YAML file with the policy for the proxy these flags name (the fields of a LiteLLMProxy's
+    /// `spec.policy`); without it, the secure default policy applies.
+    #[arg(long, env = "POLICY_FILE")]
+    policy_file: Option<PathBuf>,
     /// Namespace for the claims on LiteLLM user ids (Leases that decide which resource manages a user id);
     /// defaults to the operator's own namespace (POD_NAMESPACE). Every operator sharing a proxy must use the
     /// same one.
@@ -114,6 +119,8 @@ enum MainError {
     Start(#[from] operator::StartError),
     #[error("cannot render the CRD: {0}")]
     Yaml(String),
+    #[error("cannot read the policy file {path}: {reason}")]
+    PolicyFile { path: PathBuf, reason: String },
 }
 
 fn init_logging(format: LogFormat) {
@@ -138,6 +145,13 @@ fn master_key(args: &RunArgs) -> Result<MasterKey, MainError> {
     if key.is_empty() { Err(MainError::NoMasterKey) } else { Ok(key) }
 }
 
+fn policy(args: &RunArgs) -> Result<litellm_operator::crd::ProxyPolicy, MainError> {
+    let Some(path) = &args.policy_file else { return Ok(Default::default()) };
+    let failed = |reason: String| MainError::PolicyFile { path: path.clone(), reason };
+    let text = std::fs::read_to_string(path).map_err(|err| failed(err.to_string()))?;
+    serde_saphyr::from_str(&text).map_err(|err| failed(err.to_string()))
+}
+
 async fn run(args: RunArgs) -> Result<(), MainError> {
     let litellm = LiteLlmClient::new(ClientConfig {
         base_url: args.litellm_url.clone(),
@@ -151,6 +165,7 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
         usage_window_days: args.usage_window_days,
         ..Settings::default()
     };
+    let policy = policy(&args)?;
     let leader_election = args.leader_election.then(|| operator::LeaderElection {
         lease_name: args.lease_name.clone(),
         lease_namespace: args.lease_namespace.clone(),
@@ -166,20 +181,30 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
         leader_election,
         concurrency: args.concurrency,
         claim_namespace: args.claim_namespace.clone().unwrap_or_else(|| args.lease_namespace.clone()),
+        policy,
     };
     operator::run(litellm, config).await?;
     Ok(())
 }
 
-fn crd_yaml() -> Result<String, MainError> {
-    litellm_operator::crd::crd_yaml().map_err(|err| MainError::Yaml(err.to_string()))
+fn crd_yaml(only: Option<&str>) -> Result<String, MainError> {
+    let mut documents = Vec::new();
+    for (file, crd) in litellm_operator::crd::crds() {
+        if only.is_none_or(|only| only == file) {
+            documents.push(litellm_operator::crd::crd_yaml(&crd).map_err(|err| MainError::Yaml(err.to_string()))?);
+        }
+    }
+    if documents.is_empty() {
+        return Err(MainError::Yaml(format!("no CRD file {}", only.unwrap_or_default())));
+    }
+    Ok(documents.join("---\n"))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::Crd { file } => crd_yaml(file.as_deref()).map(|yaml| print!("{yaml}")),
         Command::Run(args) => {
             init_logging(args.log_format);
             run(*args).await

@@ -24,7 +24,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 use crate::{
-    crd::LiteLLMUser,
+    crd::{LiteLLMUser, ProxyPolicy},
     litellm::LiteLlmClient,
     metrics::Metrics,
     reconcile::{self, Context, Settings, claim::Claims, directory::Directory, events::Events, keys},
@@ -52,6 +52,8 @@ pub struct OperatorConfig {
     pub concurrency: u16,
     /// Namespace of the claims on user ids (the operator's own namespace, where tenants cannot write).
     pub claim_namespace: String,
+    /// What resources may ask of the proxy.
+    pub policy: ProxyPolicy,
 }
 
 /// The namespaces to watch, from a comma-separated list: empty entries dropped, each once, and none at all
@@ -228,16 +230,19 @@ async fn run_controllers(
         secret_stores.push(reader);
         watches.push((users, secrets));
     }
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        litellm,
-        events,
-        config.settings.clone(),
-        metrics,
-        claims,
-        directory,
-        secret_stores,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            litellm,
+            events,
+            config.settings.clone(),
+            metrics,
+            claims,
+            directory,
+            secret_stores,
+        )
+        .with_policy("default", config.policy.clone()),
+    );
     let mut stores = Vec::new();
     let controllers: Vec<_> = watches
         .into_iter()

@@ -1,7 +1,7 @@
 use std::{
     fmt,
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -53,6 +53,25 @@ pub struct LiteLlmClient {
     base_url: Url,
     master_key: MasterKey,
     metrics: Option<Arc<Metrics>>,
+    generation: Arc<OnceLock<Generation>>,
+}
+
+/// The two behaviours of LiteLLM's admin API (see `shared/reference/litellm-user-api.md`, 1.12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generation {
+    /// About 1.80.7 and before: 200 stubs for unknown users, duplicates accepted, nulls ignored on update.
+    Older,
+    /// 1.80.8 and after: 404 for unknown users, 409 for duplicates.
+    Newer,
+}
+
+impl Generation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Generation::Older => "older",
+            Generation::Newer => "newer",
+        }
+    }
 }
 
 /// Result of `POST /user/new`.
@@ -97,7 +116,7 @@ impl LiteLlmClient {
         if !base_url.path().ends_with('/') {
             base_url.set_path(&format!("{}/", base_url.path()));
         }
-        Ok(LiteLlmClient { http, base_url, master_key: config.master_key, metrics: None })
+        Ok(LiteLlmClient { http, base_url, master_key: config.master_key, metrics: None, generation: Arc::default() })
     }
 
     /// The proxy's base URL, which also names the proxy (claims on user ids are per proxy).
@@ -224,22 +243,45 @@ impl LiteLlmClient {
         self.call("/team/member_delete", Method::POST, &[], Some(&body)).await.map(drop)
     }
 
+    /// Which generation the proxy behaves like, found out once by asking for a user that cannot exist: newer
+    /// proxies answer 404, older ones a 200 stub.
+    pub async fn generation(&self) -> Result<Generation, ApiError> {
+        if let Some(known) = self.generation.get() {
+            return Ok(*known);
+        }
+        const EP: &str = "/user/info";
+        let probe = [("user_id", "litellm-operator-generation-probe")];
+        let found = match self.call(EP, Method::GET, &probe, None).await {
+            Ok(_) => Generation::Older,
+            Err(err) if err.status() == Some(404) => Generation::Newer,
+            Err(err) => return Err(err),
+        };
+        Ok(*self.generation.get_or_init(|| found))
+    }
+
     /// `GET /user/daily/activity` totals for one user between two dates (`YYYY-MM-DD`, inclusive), over every
-    /// page (LiteLLM totals each page on its own).
-    pub async fn daily_activity(&self, user_id: &str, start: &str, end: &str) -> Result<ActivityTotals, ApiError> {
+    /// page (LiteLLM totals each page on its own). Older proxies ignore `user_id` for the master key and answer
+    /// for every user, so there the totals are those of the user's key (`key_hash`), the only key the operator
+    /// leaves a managed user.
+    pub async fn daily_activity(
+        &self,
+        user_id: &str,
+        key_hash: Option<&str>,
+        start: &str,
+        end: &str,
+    ) -> Result<ActivityTotals, ApiError> {
         const EP: &str = "/user/daily/activity";
         /// A bound on pages, so that a proxy that always says `has_more` cannot keep us here.
         const MAX_PAGES: u32 = 50;
+        let filter = match (self.generation().await?, key_hash) {
+            (Generation::Newer, _) => ("user_id", user_id),
+            (Generation::Older, Some(hash)) => ("api_key", hash),
+            (Generation::Older, None) => return Ok(ActivityTotals::default()),
+        };
         let mut totals = ActivityTotals::default();
         for page in 1..=MAX_PAGES {
             let page = page.to_string();
-            let query = [
-                ("user_id", user_id),
-                ("start_date", start),
-                ("end_date", end),
-                ("page_size", "1000"),
-                ("page", &page),
-            ];
+            let query = [filter, ("start_date", start), ("end_date", end), ("page_size", "1000"), ("page", &page)];
             let body = self.call(EP, Method::GET, &query, None).await?;
             let value: Value = parse(EP, &body)?;
             let this: ActivityTotals =

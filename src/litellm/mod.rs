@@ -8,6 +8,6 @@ mod client;
 mod error;
 mod types;
 
-pub use client::{ClientBuildError, ClientConfig, Created, LiteLlmClient, MasterKey};
+pub use client::{ClientBuildError, ClientConfig, Created, Generation, LiteLlmClient, MasterKey};
 pub use error::{ApiError, ErrorClass};
 pub use types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord};

@@ -138,7 +138,8 @@ pub async fn run(
         decide::into_status(&mut plan.status, record);
     }
     if plan.read_usage {
-        match read_usage(ctx, &user_id, plan.status.spend.unwrap_or_default()).await {
+        let key_hash = plan.status.key_hash.clone();
+        match read_usage(ctx, &user_id, key_hash.as_deref(), plan.status.spend.unwrap_or_default()).await {
             Ok(usage) => plan.status.usage = Some(usage),
             Err(err) => tracing::warn!(error = %err, "could not read usage"),
         }
@@ -194,13 +195,18 @@ async fn write_secret(
     Ok(written.resource_version().unwrap_or_default())
 }
 
-async fn read_usage(ctx: &Context, user_id: &str, spend: f64) -> Result<UsageSummary, crate::litellm::ApiError> {
+async fn read_usage(
+    ctx: &Context,
+    user_id: &str,
+    key_hash: Option<&str>,
+    spend: f64,
+) -> Result<UsageSummary, crate::litellm::ApiError> {
     use k8s_openapi::jiff::{Span, Timestamp, tz::TimeZone};
     let days = ctx.settings.usage_window_days.max(1);
     let now = Timestamp::now();
     let today = now.to_zoned(TimeZone::UTC).date();
     let start = today.checked_sub(Span::new().days(days - 1)).unwrap_or(today);
-    let totals = ctx.litellm.daily_activity(user_id, &start.to_string(), &today.to_string()).await?;
+    let totals = ctx.litellm.daily_activity(user_id, key_hash, &start.to_string(), &today.to_string()).await?;
     Ok(UsageSummary {
         window_days: days,
         spend: totals.total_spend,

@@ -40,6 +40,8 @@ pub enum Reason {
     SecretConflict,
     /// The resource is being deleted and its LiteLLM user cannot be deleted yet.
     DeletionBlocked,
+    /// The spec asks for more than the proxy's policy allows; nothing was sent to the proxy.
+    PolicyViolation,
 }
 
 impl Reason {
@@ -54,6 +56,7 @@ impl Reason {
             Reason::OwnedByAnotherResource => "OwnedByAnotherResource",
             Reason::SecretConflict => "SecretConflict",
             Reason::DeletionBlocked => "DeletionBlocked",
+            Reason::PolicyViolation => "PolicyViolation",
         }
     }
 }

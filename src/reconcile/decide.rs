@@ -16,8 +16,9 @@ use super::{
     observe::{ClaimView, ProxyView, SecretView, World},
 };
 use crate::{
-    crd::{LiteLLMUser, LiteLLMUserStatus, ROTATE_ANNOTATION, RetiringKey, UsageSummary},
+    crd::{LiteLLMUser, LiteLLMUserStatus, ProxyPolicy, ROTATE_ANNOTATION, RetiringKey, UsageSummary},
     litellm::{KeyRecord, UserRecord},
+    policy,
 };
 
 /// How long an old key keeps working after a rotation when the spec does not say.
@@ -32,6 +33,9 @@ pub struct Facts<'a> {
     pub settings: &'a Settings,
     /// The hash of the key act will issue, if the plan issues one.
     pub fresh_key: &'a str,
+    /// The proxy's name and the platform's policy for it.
+    pub proxy: &'a str,
+    pub policy: &'a ProxyPolicy,
 }
 
 #[derive(Debug, PartialEq)]
@@ -128,6 +132,14 @@ pub fn decide(f: &Facts) -> Decision {
     let user_id = user.litellm_user_id();
     let mut status = f.status.clone();
     status.observed_generation = user.metadata.generation;
+
+    // Nothing is sent to the proxy for a resource that asks for more than the platform allows, and it does not
+    // even claim the user id. A resource that already manages a user keeps it (status.userId), untouched.
+    let namespace = user.namespace().unwrap_or_default();
+    let labels = f.world.namespace_labels.as_ref();
+    if let Err(violation) = policy::check(f.policy, f.proxy, &namespace, labels, &user.spec, &user_id) {
+        return Decision::Act(Box::new(stalled(f, status, Reason::PolicyViolation, violation.message)));
+    }
 
     match &f.world.claim {
         ClaimView::Ours => {}

@@ -62,6 +62,7 @@ fn world(proxy: ProxyView, secret: SecretView) -> World {
         marked_owner_exists: false,
         previous_secret: None,
         create_conflict: None,
+        namespace_labels: None,
     }
 }
 
@@ -85,7 +86,9 @@ fn synced(hash: &str) -> LiteLLMUserStatus {
 
 fn plan_for(user: &LiteLLMUser, status: &LiteLLMUserStatus, world: &World) -> Plan {
     let settings = Settings::default();
-    let facts = Facts { user, status, world, now: now(), settings: &settings, fresh_key: FRESH };
+    let policy = ProxyPolicy::default();
+    let facts =
+        Facts { user, status, world, now: now(), settings: &settings, fresh_key: FRESH, proxy: "p", policy: &policy };
     match decide(&facts) {
         Decision::Act(plan) => *plan,
         Decision::LookCloser => panic!("expected a plan, got LookCloser"),
@@ -141,8 +144,17 @@ fn the_snapshot_only_confirms_and_never_acts() {
         from_snapshot: true,
     };
     let in_order = world(snapshot(&[&a]), owned_secret(Some(&a)));
-    let facts =
-        Facts { user: &user, status: &status, world: &in_order, now: now(), settings: &settings, fresh_key: FRESH };
+    let policy = ProxyPolicy::default();
+    let facts = Facts {
+        user: &user,
+        status: &status,
+        world: &in_order,
+        now: now(),
+        settings: &settings,
+        fresh_key: FRESH,
+        proxy: "p",
+        policy: &policy,
+    };
     let Decision::Act(plan) = decide(&facts) else { panic!("a matching snapshot confirms") };
     assert!(!plan.writes() && plan.status == status, "nothing to do, nothing to write: {:?}", plan.status);
     let swapped = world(snapshot(&[&other]), owned_secret(Some(&a)));
@@ -446,4 +458,19 @@ fn durations_parse_like_the_schema_allows() {
     assert_eq!(parse_duration("2w"), Some(Duration::from_secs(14 * 86_400)));
     assert_eq!(parse_duration("5"), None);
     assert_eq!(parse_duration("1mo"), None);
+}
+
+#[test]
+fn a_policy_violation_claims_nothing_and_sends_nothing() {
+    let admin = alice(LiteLLMUserSpec { user_role: Some(crate::crd::UserRole::ProxyAdmin), ..Default::default() });
+    let plan = plan_for(&admin, &LiteLLMUserStatus::default(), &world(ProxyView::NotRead, SecretView::Absent));
+    assert_eq!(plan.outcome.reason(), Reason::PolicyViolation);
+    assert!(plan.outcome.message().contains("proxy_admin") && plan.outcome.message().contains("policy.allowedRoles"));
+    assert!(!plan.writes() && plan.claim.is_none());
+    let foreign = alice(LiteLLMUserSpec { user_id: Some("team-b.bob".into()), ..Default::default() });
+    let mut w = world(ProxyView::NotRead, SecretView::Absent);
+    w.claim = ClaimView::Free;
+    let plan = plan_for(&foreign, &LiteLLMUserStatus::default(), &w);
+    assert_eq!(plan.outcome.reason(), Reason::PolicyViolation, "not even a claim for another namespace's id");
+    assert!(plan.claim.is_none());
 }

@@ -39,7 +39,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::{
-    crd::{DeletionPolicy, LiteLLMUser, LiteLLMUserStatus},
+    crd::{DeletionPolicy, LiteLLMUser, LiteLLMUserStatus, ProxyPolicy},
     litellm::{ApiError, LiteLlmClient},
     metrics::Metrics,
 };
@@ -105,6 +105,9 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub claims: claim::Claims,
+    /// The proxy's name, and the platform's policy for what resources may ask of it.
+    pub proxy_name: String,
+    pub policy: ProxyPolicy,
     /// Snapshot of the managed users and their keys, refreshed in the background, for cheap resyncs.
     pub directory: Arc<directory::Directory>,
     /// The metadata of every key Secret, from the watches; lets a reconcile know a Secret without reading it.
@@ -129,6 +132,8 @@ impl Context {
         secret_stores: Vec<Store<PartialObjectMeta<Secret>>>,
     ) -> Self {
         Context {
+            proxy_name: litellm.base_url().to_string(),
+            policy: ProxyPolicy::default(),
             kube,
             litellm,
             events,
@@ -171,6 +176,13 @@ impl Context {
             true => last.insert(ObjectRef::from_obj(user), Instant::now()),
             false => last.remove(&ObjectRef::from_obj(user)),
         };
+    }
+
+    /// The policy for what resources may ask of the proxy (the secure default unless set).
+    pub fn with_policy(mut self, name: &str, policy: ProxyPolicy) -> Self {
+        self.proxy_name = name.to_owned();
+        self.policy = policy;
+        self
     }
 
     /// Drops everything remembered about a resource that is gone.
@@ -295,6 +307,8 @@ async fn converge(
             now: Timestamp::now(),
             settings: &ctx.settings,
             fresh_key: fresh.hash(),
+            proxy: &ctx.proxy_name,
+            policy: &ctx.policy,
         };
         let plan = match decide::decide(&facts) {
             Decision::LookCloser => {

@@ -3,7 +3,7 @@
 //! the operator last left it, the user from the directory snapshot on a resync). Only reads happen here;
 //! nothing is decided.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{Api, ResourceExt, core::PartialObjectMeta};
 
 use super::{
@@ -13,7 +13,7 @@ use super::{
     keys::{self, controlled_by, released_for},
 };
 use crate::{
-    crd::{LiteLLMUser, LiteLLMUserStatus},
+    crd::{LiteLLMUser, LiteLLMUserStatus, NamespaceLabels},
     litellm::{KeyRecord, UserRecord},
 };
 
@@ -30,6 +30,8 @@ pub struct World {
     pub previous_secret: Option<String>,
     /// The message of a 409 from `/user/new` in this reconcile: the id or the e-mail is taken.
     pub create_conflict: Option<String>,
+    /// The namespace's labels, read when the policy selects namespaces by label.
+    pub namespace_labels: Option<NamespaceLabels>,
 }
 
 /// Who may manage the user id.
@@ -99,6 +101,10 @@ pub async fn world(
     hints: &Hints,
 ) -> Result<World, Error> {
     let user_id = user.litellm_user_id();
+    let namespace_labels = match ctx.policy.namespaces.as_ref().is_some_and(|n| n.selector.is_some()) {
+        true => namespace_labels(ctx, user).await?,
+        false => None,
+    };
     let claim = claim(ctx, user, status, &user_id, hints).await?;
     let mut world = World {
         claim,
@@ -107,6 +113,7 @@ pub async fn world(
         marked_owner_exists: false,
         previous_secret: None,
         create_conflict: hints.create_conflict.clone(),
+        namespace_labels,
     };
     // Until this resource holds the claim, there is nothing to look at: the next step is claiming.
     if world.claim != ClaimView::Ours {
@@ -229,6 +236,17 @@ async fn secret_meta(ctx: &Context, user: &LiteLLMUser, name: &str) -> Result<Op
     let found: Option<PartialObjectMeta<Secret>> =
         secrets.get_metadata_opt(name).await.map_err(super::kube_err("read a key Secret's metadata"))?;
     Ok(found.map(|meta| meta.metadata))
+}
+
+/// The labels of the resource's namespace; `None` when the operator may not read namespaces.
+async fn namespace_labels(ctx: &Context, user: &LiteLLMUser) -> Result<Option<NamespaceLabels>, Error> {
+    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<Namespace> = Api::all(ctx.kube.clone());
+    match api.get_metadata_opt(&namespace).await {
+        Ok(found) => Ok(found.map(|ns| ns.metadata.labels.unwrap_or_default())),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(None),
+        Err(err) => Err(super::kube_err("read the namespace's labels")(err)),
+    }
 }
 
 /// Whether the LiteLLMUser named `namespace/name` exists.

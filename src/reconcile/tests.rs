@@ -163,7 +163,7 @@ async fn a_new_resource_gets_the_finalizer_then_claims_its_user_id_before_callin
 #[tokio::test]
 async fn a_user_id_claimed_by_a_live_resource_is_left_alone() {
     let (ctx, mut api) = context();
-    let contender = user(json!({ "userId": "shared" }));
+    let contender = user(json!({ "userId": "team-a.shared" }));
     let task = tokio::spawn(reconcile(Arc::new(contender.clone()), ctx));
     expect(&mut api, Method::GET, LEASES, 200, lease("team-b/bob", "uid-2")).await;
     let mut bob = user(json!({}));
@@ -192,7 +192,7 @@ async fn a_user_id_claimed_by_a_live_resource_is_left_alone() {
 #[tokio::test]
 async fn a_claim_whose_holder_is_gone_is_taken_over_with_its_resource_version() {
     let (ctx, mut api) = context();
-    let task = tokio::spawn(reconcile(Arc::new(user(json!({ "userId": "shared" }))), ctx));
+    let task = tokio::spawn(reconcile(Arc::new(user(json!({ "userId": "team-a.shared" }))), ctx));
     expect(&mut api, Method::GET, LEASES, 200, lease("team-b/bob", "uid-2")).await;
     expect(
         &mut api,

@@ -234,7 +234,7 @@ async fn existing_users_are_adopted_only_when_allowed() {
     let ns = TestNamespace::new("adopt").await;
     let _operator = Operator::start(&ns.name);
     let proxy = Proxy::from_env();
-    let user_id = format!("{}-existing", ns.name);
+    let user_id = format!("{}.existing", ns.name);
     let (status, body) = proxy
         .call(
             Method::POST,
@@ -268,7 +268,7 @@ async fn two_resources_cannot_manage_one_user() {
     let ns = TestNamespace::new("claim").await;
     let _operator = Operator::start(&ns.name);
     let proxy = Proxy::from_env();
-    let user_id = format!("{}-shared", ns.name);
+    let user_id = format!("{}.shared", ns.name);
     ns.apply("first", json!({ "userId": user_id, "maxBudget": 1 })).await;
     ns.wait_condition("first", "Ready", "True").await;
     ns.apply("second", json!({ "userId": user_id, "maxBudget": 2, "adopt": true })).await;
@@ -425,7 +425,7 @@ async fn invalid_manifests_are_refused_by_the_api_server() {
         }
     }
     // userId is immutable, and cannot be added or removed.
-    ns.apply("fixed", json!({ "userId": format!("{}-fixed", ns.name) })).await;
+    ns.apply("fixed", json!({ "userId": format!("{}.fixed", ns.name) })).await;
     for (what, patch) in [
         ("changing userId", json!({ "spec": { "userId": "someone-else" } })),
         ("removing userId", json!({ "spec": { "userId": null } })),
@@ -587,7 +587,9 @@ async fn one_leader_reconciles_and_a_standby_takes_over() {
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn examples_apply_and_become_ready() {
     let ns = TestNamespace::new("examples").await;
-    let _operator = Operator::start(&ns.name);
+    // adopt.yaml takes over an id outside the namespace: the platform allows that for this namespace only.
+    let policy = format!("userIds:\n  scope: Any\n  adoptionNamespaces: [{}]\n", ns.name);
+    let _operator = Operator::start_with(&ns.name, OperatorOptions::from_env().with_policy(&policy));
     let proxy = Proxy::from_env();
     let root = env!("CARGO_MANIFEST_DIR");
     // adopt.yaml takes over a user that exists before the operator: make one.

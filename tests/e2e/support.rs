@@ -299,6 +299,14 @@ impl OperatorOptions {
             env: Vec::new(),
         }
     }
+
+    /// Runs the operator with this policy (YAML) for its proxy instead of the secure default.
+    pub fn with_policy(mut self, yaml: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("policy-{}.yaml", COUNTER.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&path, yaml).expect("write the policy file");
+        self.extra_args.extend(["--policy-file".to_owned(), path.display().to_string()]);
+        self
+    }
 }
 
 fn free_port() -> u16 {

@@ -198,7 +198,8 @@ async fn two_namespaces_racing_for_one_user_id_never_both_win() {
     let (a, b) = (TestNamespace::new("race-a").await, TestNamespace::new("race-b").await);
     let proxy = Proxy::from_env();
     let user_id = format!("{}-shared", a.name);
-    let options = || OperatorOptions::from_env();
+    // The platform lets these namespaces use any id; under the default policy ids are per namespace.
+    let options = || OperatorOptions::from_env().with_policy("userIds: { scope: Any }\n");
     // Two operator processes, one per namespace, as two separately scaled replicas would race.
     let _one = Operator::start_with(&a.name, options());
     let _two = Operator::start_with(&b.name, options());
@@ -376,4 +377,31 @@ async fn rotation_on_schedule_and_on_demand_without_a_single_401() {
         current == third || ns.users().get("ida").await.unwrap().status.unwrap().key_hash == Some(key_hash(&current))
     );
     drop(operator);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn tenants_cannot_ask_for_more_than_the_default_policy_allows() {
+    let ns = TestNamespace::new("tenant").await;
+    let _operator = Operator::start(&ns.name);
+    let proxy = Proxy::from_env();
+    let other = format!("{}x.victim", ns.name);
+    let attempts = [
+        ("admin", json!({ "userRole": "proxy_admin" }), ns.user_id("admin")),
+        ("viewer-admin", json!({ "userRole": "proxy_admin_viewer" }), ns.user_id("viewer-admin")),
+        ("elsewhere", json!({ "userId": other }), other.clone()),
+        ("adopter", json!({ "userId": "legacy-user@example.com", "adopt": true }), "legacy-user@example.com".into()),
+    ];
+    for (name, spec, user_id) in &attempts {
+        ns.apply(name, spec.clone()).await;
+        let refused = ns.wait_reason(name, "PolicyViolation").await;
+        let ready = refused.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.message.contains("policy."), "{name}: the message names the rule: {}", ready.message);
+        assert_eq!(ns.kstatus(name), "Failed", "{name}");
+        assert!(ns.secrets().get_opt(&format!("{name}-litellm-key")).await.unwrap().is_none(), "{name}: no key");
+        if *name != "adopter" {
+            assert!(proxy.user(user_id).await.is_none(), "{name}: nothing on the proxy");
+        }
+    }
+    ns.wait_event("admin", "Warning", "PolicyViolation").await;
 }

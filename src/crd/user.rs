@@ -1,4 +1,4 @@
-//! The `LiteLLMUser` custom resource: what users write (`spec`) and what the operator reports (`status`).
+//! The `LiteLLMUser` custom resource: what tenants write (`spec`) and what the operator reports (`status`).
 //!
 //! Doc comments on fields are the text `kubectl explain litellmuser.spec` shows, so they are written for the
 //! people who write manifests. Validation lives in the schema (via `schemars` attributes and CEL rules) so
@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, ResourceExt};
+
+use super::{bounded_name, conditions_schema, free_form_object};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-/// API group of the operator's resources.
-pub const GROUP: &str = "litellm-operator.io";
 
 /// A user of a LiteLLM proxy, kept in sync with the proxy's internal user table by litellm-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -376,35 +375,6 @@ pub struct UsageSummary {
     pub spend_at_read: Option<f64>,
 }
 
-fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    serde_json::from_value(serde_json::json!({
-        "type": "array",
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-        "items": {
-            "type": "object",
-            "properties": {
-                "lastTransitionTime": { "format": "date-time", "type": "string" },
-                "message": { "type": "string" },
-                "observedGeneration": { "type": "integer", "format": "int64", "minimum": 0 },
-                "reason": { "type": "string" },
-                "status": { "type": "string", "enum": ["True", "False", "Unknown"] },
-                "type": { "type": "string" }
-            },
-            "required": ["lastTransitionTime", "message", "reason", "status", "type"]
-        }
-    }))
-    .unwrap_or_default()
-}
-
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    serde_json::from_value(serde_json::json!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    }))
-    .unwrap_or_default()
-}
-
 impl LiteLLMUser {
     /// The LiteLLM user id: `spec.userId`, or `<namespace>.<name>`. Namespaces cannot contain dots, so the
     /// derived id is unique per resource and survives re-creation of the resource.
@@ -438,70 +408,9 @@ pub fn derive_user_id(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
 }
 
-/// `base` followed by `suffix` in at most `max` characters: when too long, `base` is cut and a hash of it
-/// keeps the result unique. `base` is a Kubernetes name (lowercase letters, digits, `-` and `.`), so the
-/// result is one too, and a valid label value.
-pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
-    if base.len() + suffix.len() <= max {
-        return format!("{base}{suffix}");
-    }
-    let digest = crate::reconcile::keys::key_hash(base);
-    let tag = &digest[..10];
-    let room = max.saturating_sub(suffix.len() + tag.len() + 1);
-    let head = base[..room.min(base.len())].trim_end_matches(['-', '.']);
-    format!("{head}-{tag}{suffix}")
-}
-
-/// The CRD as YAML, as `litellm-operator crd` prints it and `crds/litellmuser.yaml` holds it.
-pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
-    use kube::CustomResourceExt;
-    let mut crd = serde_json::to_value(LiteLLMUser::crd()).unwrap_or_default();
-    unwrap_descriptions(&mut crd);
-    serde_saphyr::to_string(&crd)
-}
-
-/// Doc comments are wrapped at 120 columns; `kubectl explain` wraps text itself, so a description keeps only
-/// its paragraph breaks.
-fn unwrap_descriptions(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, inner) in map.iter_mut() {
-                match inner {
-                    serde_json::Value::String(text) if key == "description" => {
-                        *text = text
-                            .split("\n\n")
-                            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-                            .collect::<Vec<_>>()
-                            .join("\n\n");
-                    }
-                    _ => unwrap_descriptions(inner),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn committed_crd_is_fresh() {
-        let generated = crd_yaml().unwrap();
-        let committed = include_str!("../crds/litellmuser.yaml");
-        assert!(
-            generated.trim_end() == committed.trim_end(),
-            "crds/litellmuser.yaml is stale: run hack/generate.sh and commit the result"
-        );
-    }
-
-    #[test]
-    fn no_unsigned_integer_formats() {
-        let yaml = crd_yaml().unwrap();
-        assert!(!yaml.contains("uint32") && !yaml.contains("uint64"), "the API server warns about uint formats");
-    }
 
     #[test]
     fn derived_user_id_is_namespace_dot_name() {
@@ -516,15 +425,6 @@ mod tests {
     }
 
     #[test]
-    fn descriptions_have_no_hard_line_breaks() {
-        let yaml = crd_yaml().unwrap();
-        let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
-        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        let text = spec["properties"]["userId"]["description"].as_str().unwrap();
-        assert!(!text.contains('\n') && text.contains("Immutable. When omitted"), "{text}");
-    }
-
-    #[test]
     fn long_names_get_names_and_labels_that_fit() {
         let long = "a".repeat(253);
         let mut user = LiteLLMUser::new(&long, LiteLLMUserSpec::default());
@@ -534,8 +434,6 @@ mod tests {
         assert!(user.label_value().len() <= 63);
         let other = LiteLLMUser::new(&format!("{}b", "a".repeat(252)), LiteLLMUserSpec::default());
         assert_ne!(other.key_secret_name(), secret, "a cut name stays unique");
-        let dotted = bounded_name(&format!("{}.{}", "a".repeat(50), "b".repeat(30)), "", 63);
-        assert!(dotted.len() <= 63 && !dotted.contains(".-"), "{dotted}");
         assert_eq!(LiteLLMUser::new("short", LiteLLMUserSpec::default()).label_value(), "short");
     }
 
