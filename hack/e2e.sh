@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. The operator binary and the suite, built once.
-cargo build --quiet --bin litellm-operator
+cargo build --quiet --workspace --bins
 cargo test --quiet --test e2e --no-run
 cargo test --quiet -p litellm-emulator --test contract --no-run
 KSTATUS_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/litellm-operator/kstatus"
@@ -110,5 +110,16 @@ done
 # Tests that bring their own LiteLLM emulator (faults on cue) need no proxy version: once is enough.
 cargo test --quiet --test e2e -- --ignored --nocapture emulator_ || failed=1
 phase "fault suite on the emulator"
+# The tests of trust (planted keys, races, rotation, ...) run against the emulator too, as a third proxy: the
+# emulator must behave like the real ones in every way these tests touch.
+emulator_port="${E2E_EMULATOR_PORT:-4499}"
+LITELLM_MASTER_KEY=sk-e2e-emulator-master-key "$(dirname "$OPERATOR_BIN")/litellm-emulator" --port "$emulator_port" \
+  >"$STATE/emulator.log" 2>&1 &
+emulator_pid=$!
+(LITELLM_URL="http://127.0.0.1:$emulator_port" LITELLM_MASTER_KEY=sk-e2e-emulator-master-key LITELLM_VERSION=emulator \
+  E2E_LOG_DIR="$STATE/operator-logs/emulator" \
+  cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" trust:: --skip emulator_) || failed=1
+kill "$emulator_pid" 2>/dev/null || true
+phase "tests of trust on the emulator"
 [ "$failed" = 0 ] || log "the suite failed"
 exit "$failed"

@@ -52,8 +52,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn from_env() -> Self {
+        Self::new(&env("LITELLM_URL"), &env("LITELLM_MASTER_KEY"))
+    }
+
+    pub fn new(url: &str, master_key: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Proxy { url: env("LITELLM_URL"), master_key: env("LITELLM_MASTER_KEY"), http: reqwest::Client::new() }
+        Proxy { url: url.to_owned(), master_key: master_key.to_owned(), http: reqwest::Client::new() }
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -283,6 +287,7 @@ pub struct Operator {
     pub http_port: u16,
 }
 
+#[derive(Clone)]
 pub struct OperatorOptions {
     pub litellm_url: String,
     pub master_key: String,

@@ -405,3 +405,86 @@ async fn tenants_cannot_ask_for_more_than_the_default_policy_allows() {
     }
     ns.wait_event("admin", "Warning", "PolicyViolation").await;
 }
+
+/// An emulator and the options for an operator that uses it.
+async fn emulator(generation: litellm_emulator::Generation) -> (litellm_emulator::Emulator, OperatorOptions, Proxy) {
+    let emulator =
+        litellm_emulator::Emulator::start(litellm_emulator::EmulatorConfig::new(generation)).await.expect("emulator");
+    let mut options = OperatorOptions::from_env();
+    options.litellm_url = emulator.url();
+    options.master_key = emulator.master_key().to_owned();
+    let proxy = Proxy::new(&emulator.url(), emulator.master_key());
+    (emulator, options, proxy)
+}
+
+/// Deterministically, the race the real proxies lose: the emulator holds `/user/new` until two calls have
+/// arrived (or a few seconds passed) and then performs them together, answering 200 to both as 1.108.7 does.
+/// Only one call ever arrives: the claim decides before the proxy is asked.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn emulator_held_user_new_calls_cannot_make_two_winners() {
+    use litellm_emulator::{Fault, Generation};
+    for generation in [Generation::Newer, Generation::Older] {
+        let (emulator, options, proxy) = emulator(generation).await;
+        emulator.set_fault(Fault::hold(2, Duration::from_secs(3)).on("/user/new"));
+        let (a, b) = (TestNamespace::new("hold-a").await, TestNamespace::new("hold-b").await);
+        let policy = "userIds: { scope: Any }\n";
+        let _one = Operator::start_with(&a.name, options.clone().with_policy(policy));
+        let _two = Operator::start_with(&b.name, options.clone().with_policy(policy));
+        let user_id = format!("{}-held", a.name);
+        let spec = json!({ "userId": user_id });
+        tokio::join!(a.apply("mine", spec.clone()), b.apply("mine", spec.clone()));
+        let (won, lost) = wait_for("a winner", DEADLINE, || async {
+            let ready = |ns: &TestNamespace| {
+                let users = ns.users();
+                async move {
+                    let user = users.get_opt("mine").await.ok().flatten();
+                    user.and_then(|u| u.status)
+                        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                }
+            };
+            match tokio::join!(ready(&a), ready(&b)) {
+                (true, false) => Some((&a, &b)),
+                (false, true) => Some((&b, &a)),
+                (true, true) => panic!("{generation:?}: both resources Ready for one user id"),
+                _ => None,
+            }
+        })
+        .await;
+        lost.wait_reason("mine", "OwnedByAnotherResource").await;
+        assert_eq!(emulator.request_counts().get("/user/new").copied(), Some(1), "{generation:?}: one /user/new");
+        let key = won.key("mine-litellm-key").await;
+        assert_eq!(keys_of(&proxy, &user_id).await, vec![key_hash(&key)], "{generation:?}: only the winner's key");
+    }
+}
+
+/// A `/user/list` that fails on every page does not fail a single resync: resyncs read users one by one,
+/// still repair drift, and nothing leaves Ready.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn emulator_failing_list_pages_do_not_fail_resyncs() {
+    use litellm_emulator::{Fault, FaultKind, Generation};
+    let (emulator, options, proxy) = emulator(Generation::Newer).await;
+    let ns = TestNamespace::new("pages").await;
+    let _operator = Operator::start_with(&ns.name, options);
+    for i in 0..6 {
+        ns.apply(&format!("p{i}"), json!({ "maxBudget": i })).await;
+    }
+    for i in 0..6 {
+        ns.wait_condition(&format!("p{i}"), "Ready", "True").await;
+    }
+    emulator.set_fault(Fault::new(FaultKind::Status(500)).on("/user/list").always());
+    let lists = emulator.request_counts().get("/user/list").copied().unwrap_or_default();
+    proxy.update(json!({ "user_id": ns.user_id("p3"), "max_budget": 999 })).await;
+    wait_for("the drift to be repaired without /user/list", DEADLINE, || async {
+        let (info, _) = proxy.user(&ns.user_id("p3")).await?;
+        (info["max_budget"].as_f64() == Some(3.0)).then_some(())
+    })
+    .await;
+    assert!(emulator.request_counts().get("/user/list").copied().unwrap_or_default() > lists, "lists were tried");
+    for i in 0..6 {
+        let user = ns.users().get(&format!("p{i}")).await.unwrap();
+        let ready = user.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Synced"), "p{i} stayed Ready");
+    }
+}
