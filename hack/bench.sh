@@ -16,7 +16,7 @@ OPERATOR_BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import
 export OPERATOR_BIN
 eval "$(KUBE_TESTBED_PORT=16743 KUBE_TESTBED_ETCD_PORT=12679 bash hack/kube-testbed.sh up "$STATE/kube")"
 export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"
-kubectl apply -f crds/litellmuser.yaml >/dev/null
+kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/litellmusers.litellm-operator.io >/dev/null
 export BENCH_OUT="$STATE/results.json"
 cargo bench --quiet --bench scale

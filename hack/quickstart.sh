@@ -55,7 +55,7 @@ echo 'export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"' >> "$STATE/env.sh"
 # shellcheck disable=SC1091
 source "$STATE/env.sh"
 
-kubectl apply -f crds/litellmuser.yaml >&2
+kubectl apply -f crds/ >&2
 kubectl wait --for=condition=Established crd/litellmusers.litellm-operator.io >&2
 if ! { [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; }; then
   "$BIN" run >"$STATE/operator.log" 2>&1 &

@@ -5,4 +5,5 @@ pub mod litellm;
 pub mod metrics;
 pub mod operator;
 pub mod policy;
+pub mod proxies;
 pub mod reconcile;

@@ -28,9 +28,10 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Base URL of the LiteLLM proxy, for example http://litellm.litellm.svc:4000.
+    /// Base URL of a LiteLLM proxy, for example http://litellm.litellm.svc:4000: the default proxy, known as
+    /// `default`, unless a LiteLLMProxy is marked default. Without it, only LiteLLMProxy resources are served.
     #[arg(long, env = "LITELLM_URL")]
-    litellm_url: Url,
+    litellm_url: Option<Url>,
     /// File holding the proxy's master key. Without it, the key is read from the LITELLM_MASTER_KEY
     /// environment variable (never from a flag, so it does not show in process listings).
     #[arg(long, env = "LITELLM_MASTER_KEY_FILE")]
@@ -119,6 +120,8 @@ enum MainError {
     Start(#[from] operator::StartError),
     #[error("cannot render the CRD: {0}")]
     Yaml(String),
+    #[error("cannot read CA file {path}: {source}")]
+    CaFile { path: PathBuf, source: std::io::Error },
     #[error("cannot read the policy file {path}: {reason}")]
     PolicyFile { path: PathBuf, reason: String },
 }
@@ -153,12 +156,21 @@ fn policy(args: &RunArgs) -> Result<litellm_operator::crd::ProxyPolicy, MainErro
 }
 
 async fn run(args: RunArgs) -> Result<(), MainError> {
-    let litellm = LiteLlmClient::new(ClientConfig {
-        base_url: args.litellm_url.clone(),
-        master_key: master_key(&args)?,
-        ca_file: args.litellm_ca_file.clone(),
-        timeout: args.litellm_timeout,
-    })?;
+    // The proxy the flags name, if any; others come as LiteLLMProxy resources.
+    let litellm = match &args.litellm_url {
+        Some(url) => Some(LiteLlmClient::new(ClientConfig {
+            base_url: url.clone(),
+            master_key: master_key(&args)?,
+            ca_pem: match &args.litellm_ca_file {
+                Some(path) => {
+                    Some(std::fs::read(path).map_err(|source| MainError::CaFile { path: path.clone(), source })?)
+                }
+                None => None,
+            },
+            timeout: args.litellm_timeout,
+        })?),
+        None => None,
+    };
     let settings = Settings {
         resync: args.resync_interval,
         usage_refresh: args.usage_refresh_interval,

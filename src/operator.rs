@@ -24,10 +24,11 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 use crate::{
-    crd::{LiteLLMUser, ProxyPolicy},
+    crd::{LiteLLMProxy, LiteLLMUser, ProxyPolicy},
     litellm::LiteLlmClient,
     metrics::Metrics,
-    reconcile::{self, Context, Settings, claim::Claims, directory::Directory, events::Events, keys},
+    proxies::{self, FLAGS_PROXY, Proxy, Registry, controller::ProxyContext},
+    reconcile::{self, Context, Settings, claim::Claims, events::Events, keys},
 };
 
 /// Only one replica reconciles when leader election is on: the holder of this Lease.
@@ -127,13 +128,17 @@ fn readiness(health: &Health) -> (StatusCode, &'static str) {
 }
 
 /// Runs the controllers until a shutdown signal; in-flight reconciles finish first.
-pub async fn run(litellm: LiteLlmClient, config: OperatorConfig) -> Result<(), StartError> {
+pub async fn run(litellm: Option<LiteLlmClient>, config: OperatorConfig) -> Result<(), StartError> {
     let client = Client::try_default().await.map_err(StartError::Kube)?;
     let metrics = Arc::new(Metrics::default());
-    let litellm = litellm.with_metrics(metrics.clone());
+    let litellm = litellm.map(|litellm| litellm.with_metrics(metrics.clone()));
     let health = Arc::new(Health::default());
     serve_http(config.listen, HttpState { metrics: metrics.clone(), health: health.clone() }).await?;
-    tokio::spawn(watch_proxy(litellm.clone(), health.clone()));
+    match &litellm {
+        Some(litellm) => drop(tokio::spawn(watch_proxy(litellm.clone(), health.clone()))),
+        // Proxies given as LiteLLMProxy resources report their own reachability in their status.
+        None => health.proxy_reachable.store(true, Ordering::Relaxed),
+    }
 
     let probe: Api<LiteLLMUser> = match watch_scopes(&config.namespaces).first() {
         Some(Some(ns)) => Api::namespaced(client.clone(), ns),
@@ -198,16 +203,19 @@ pub async fn run(litellm: LiteLlmClient, config: OperatorConfig) -> Result<(), S
 
 async fn run_controllers(
     client: Client,
-    litellm: LiteLlmClient,
+    litellm: Option<LiteLlmClient>,
     config: &OperatorConfig,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) {
     let instance = std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok());
     let events = Events::new(client.clone(), reconcile::FIELD_MANAGER, instance);
-    let claims = Claims::new(client.clone(), &config.claim_namespace, litellm.base_url().as_str());
-    let directory = Arc::new(Directory::default());
-    tokio::spawn(directory.clone().run(litellm.clone(), config.settings.resync));
+    let resync = config.settings.resync;
+    let flags_proxy = litellm.map(|litellm| {
+        let claims = Claims::new(client.clone(), &config.claim_namespace, litellm.base_url().as_str());
+        Proxy::start(FLAGS_PROXY, litellm, claims, config.policy.clone(), String::new(), resync)
+    });
+    let registry = Arc::new(Registry::new(flags_proxy));
 
     let scopes = watch_scopes(&config.namespaces);
     info!(scopes = ?scopes, "starting controllers");
@@ -230,19 +238,14 @@ async fn run_controllers(
         secret_stores.push(reader);
         watches.push((users, secrets));
     }
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            litellm,
-            events,
-            config.settings.clone(),
-            metrics,
-            claims,
-            directory,
-            secret_stores,
-        )
-        .with_policy("default", config.policy.clone()),
-    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        registry.clone(),
+        events,
+        config.settings.clone(),
+        metrics.clone(),
+        secret_stores,
+    ));
     let mut stores = Vec::new();
     let controllers: Vec<_> = watches
         .into_iter()
@@ -259,9 +262,30 @@ async fn run_controllers(
                 .with_config(controller::Config::default().concurrency(config.concurrency))
                 .shutdown_on_signal();
             stores.push(controller.store());
-            controller.run(reconcile::reconcile, reconcile::error_policy, ctx.clone()).boxed()
+            controller.run(reconcile::reconcile, reconcile::error_policy, ctx.clone()).map(report).boxed()
         })
         .collect();
+    let mut controllers = controllers;
+    // LiteLLMProxy resources, when their CRD is installed (the proxy of the flags works without it).
+    let proxies: Api<LiteLLMProxy> = Api::all(client.clone());
+    match proxies.list(&ListParams::default().limit(1)).await {
+        Ok(_) => {
+            let proxy_ctx = Arc::new(ProxyContext {
+                kube: client.clone(),
+                registry,
+                claim_namespace: config.claim_namespace.clone(),
+                resync,
+                metrics,
+            });
+            let proxy_controller = Controller::new(proxies, watcher::Config::default().any_semantic())
+                .shutdown_on_signal()
+                .run(proxies::controller::reconcile, proxies::controller::error_policy, proxy_ctx)
+                .map(report)
+                .boxed();
+            controllers.push(proxy_controller);
+        }
+        Err(err) => warn!(error = %err, "LiteLLMProxy resources are not readable; serving the proxy of the flags only"),
+    }
     tokio::spawn(async move {
         for store in stores {
             // kube-runtime's readiness signal wakes only the last task that polled it (the controller's own
@@ -280,16 +304,17 @@ async fn run_controllers(
         health.synced.store(true, Ordering::Relaxed);
         info!("caches synced");
     });
-    stream::select_all(controllers)
-        .for_each(|result| async move {
-            match result {
-                Ok(_) => {}
-                // A requeue of a resource deleted in the meantime: nothing to do.
-                Err(controller::Error::ObjectNotFound(obj)) => tracing::debug!(object = %obj, "resource is gone"),
-                Err(err) => warn!(error = %err, "controller error"),
-            }
-        })
-        .await;
+    stream::select_all(controllers).for_each(|()| async {}).await;
+}
+
+/// Logs what a controller reports about one reconcile.
+fn report<K, E: std::error::Error>(result: Result<K, controller::Error<E, watcher::Error>>) {
+    match result {
+        Ok(_) => {}
+        // A requeue of a resource deleted in the meantime: nothing to do.
+        Err(controller::Error::ObjectNotFound(obj)) => tracing::debug!(object = %obj, "resource is gone"),
+        Err(err) => warn!(error = %err, "controller error"),
+    }
 }
 
 /// Keeps `proxy_reachable` current for `/readyz`.

@@ -117,7 +117,7 @@ fn client(url: &str, key: &str) -> LiteLlmClient {
     LiteLlmClient::new(ClientConfig {
         base_url: url.parse().unwrap(),
         master_key: MasterKey::new(key),
-        ca_file: None,
+        ca_pem: None,
         timeout: Duration::from_secs(1),
     })
     .unwrap()

@@ -15,7 +15,7 @@ fn client_for(emulator: &Emulator, key: &str) -> LiteLlmClient {
     LiteLlmClient::new(ClientConfig {
         base_url: emulator.url().parse().expect("url"),
         master_key: MasterKey::new(key),
-        ca_file: None,
+        ca_pem: None,
         timeout: Duration::from_millis(500),
     })
     .expect("client")

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
     status = "LiteLLMUserStatus",
     doc = "A LiteLLM proxy user and its API key, managed by litellm-operator.",
     printcolumn = r#"{"name":"User ID","type":"string","jsonPath":".status.userId"}"#,
+    printcolumn = r#"{"name":"Proxy","type":"string","jsonPath":".status.proxy"}"#,
     printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.userRole"}"#,
     printcolumn = r#"{"name":"Spend","type":"number","jsonPath":".status.spend"}"#,
     printcolumn = r#"{"name":"Max Budget","type":"number","jsonPath":".spec.maxBudget"}"#,
@@ -150,11 +151,25 @@ pub struct LiteLLMUserSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
+    /// The LiteLLMProxy (cluster-scoped) this user lives on. When omitted, the proxy marked as the default, or
+    /// the operator's own. Changing it moves the user: it is removed from the old proxy as `deletionPolicy`
+    /// says and created on the new one, with a new key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_ref: Option<ProxyRef>,
+
     /// Take over a LiteLLM user with this id that already exists and is not managed by another LiteLLMUser.
     /// Without it, such a user is left untouched and the resource reports `Ready=False` with reason
     /// `UserExists`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt: bool,
+}
+
+/// A reference to a LiteLLMProxy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ProxyRef {
+    /// Name of the LiteLLMProxy.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A role LiteLLM accepts for a user.
@@ -281,6 +296,9 @@ pub struct LiteLLMUserStatus {
     /// The LiteLLM user id this resource manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The proxy the user lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// Name of the Secret holding the user's API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_name: Option<String>,

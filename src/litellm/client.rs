@@ -1,6 +1,5 @@
 use std::{
     fmt,
-    path::PathBuf,
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
@@ -41,8 +40,8 @@ impl fmt::Debug for MasterKey {
 pub struct ClientConfig {
     pub base_url: Url,
     pub master_key: MasterKey,
-    /// PEM file with extra CA certificates to trust for an HTTPS proxy URL.
-    pub ca_file: Option<PathBuf>,
+    /// PEM certificates to trust for an HTTPS proxy URL, besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
     pub timeout: Duration,
 }
 
@@ -85,10 +84,10 @@ pub enum Created {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    #[error("cannot read CA file {path}: {source}")]
-    ReadCa { path: PathBuf, source: std::io::Error },
-    #[error("CA file {path} holds no usable PEM certificate: {source}")]
-    ParseCa { path: PathBuf, source: reqwest::Error },
+    #[error("the CA bundle holds no usable PEM certificate: {0}")]
+    ParseCa(#[source] reqwest::Error),
+    #[error("the CA bundle holds no PEM certificate")]
+    NoCertificate,
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
 }
@@ -102,11 +101,12 @@ impl LiteLlmClient {
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("litellm-operator/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|source| ClientBuildError::ReadCa { path: path.clone(), source })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|source| ClientBuildError::ParseCa { path: path.clone(), source })?
-            {
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(ClientBuildError::ParseCa)?;
+            if certs.is_empty() {
+                return Err(ClientBuildError::NoCertificate);
+            }
+            for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }

@@ -15,7 +15,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    Context, Error, FIELD_MANAGER,
+    Context, Error, FIELD_MANAGER, Proxy,
     claim::Claimed,
     decide::{self, Plan},
     desired,
@@ -39,6 +39,7 @@ pub enum Acted {
 /// writes an intermediate status, so that a failure later on is reported on top of it.
 pub async fn run(
     ctx: &Context,
+    proxy: &Proxy,
     user: &LiteLLMUser,
     world: &World,
     mut plan: Plan,
@@ -47,7 +48,7 @@ pub async fn run(
 ) -> Result<Acted, Error> {
     let user_id = user.litellm_user_id();
     if let Some(stale) = &plan.claim {
-        return Ok(match ctx.claims.acquire(user, &user_id, stale.as_ref()).await? {
+        return Ok(match proxy.claims.acquire(user, &user_id, stale.as_ref()).await? {
             Claimed::Won => {
                 info!(user_id, "claimed the LiteLLM user id");
                 Acted::Again(Hints { claimed: true, ..Hints::default() })
@@ -58,7 +59,7 @@ pub async fn run(
 
     let mut stored: Option<UserRecord> = None;
     if let Some(body) = &plan.create {
-        match ctx.litellm.user_new(body).await? {
+        match proxy.client.user_new(body).await? {
             Created::Created(answer) => {
                 info!(user_id, "created LiteLLM user");
                 // The answer echoes what was sent; it adds what the proxy computed (such as budget_reset_at).
@@ -81,7 +82,7 @@ pub async fn run(
     }
 
     if let Some(update) = &plan.changes.update {
-        if let Some(record) = ctx.litellm.user_update(update).await? {
+        if let Some(record) = proxy.client.user_update(update).await? {
             let still = desired::still_set(&user.spec, &record, &plan.changes.clearing);
             for field in still {
                 if !plan.status.uncleared_fields.iter().any(|f| f == field) {
@@ -96,10 +97,10 @@ pub async fn run(
         info!(user_id, fields = ?plan.changes.changed, "updated LiteLLM user");
     }
     for team in &plan.changes.join_teams {
-        ctx.litellm.team_member_add(team, &user_id).await?;
+        proxy.client.team_member_add(team, &user_id).await?;
     }
     for team in &plan.changes.leave_teams {
-        ctx.litellm.team_member_delete(team, &user_id).await?;
+        proxy.client.team_member_delete(team, &user_id).await?;
     }
 
     if let Some(issue) = &plan.key.issue {
@@ -107,7 +108,7 @@ pub async fn run(
             super::write_status(ctx, user, pending).await?;
             *written = pending.clone();
         }
-        ctx.litellm.key_register(&user_id, fresh.expose(), &issue.register).await?;
+        proxy.client.key_register(&user_id, fresh.expose(), &issue.register).await?;
         info!(user_id, key_hash = %decide::short(fresh.hash()), "registered key");
         let version = write_secret(ctx, user, &world.secret, Some(fresh)).await?;
         plan.status.key_secret_version = Some(version);
@@ -118,10 +119,10 @@ pub async fn run(
         plan.status.key_secret_version = Some(version.clone());
     }
     if let Some((hash, fields)) = &plan.key.aliases {
-        ctx.litellm.key_update(hash, fields).await?;
+        proxy.client.key_update(hash, fields).await?;
     }
     if !plan.key.revoke.is_empty() {
-        ctx.litellm.key_delete(&plan.key.revoke).await?;
+        proxy.client.key_delete(&plan.key.revoke).await?;
         info!(user_id, count = plan.key.revoke.len(), "revoked keys");
     }
     if let Some(previous) = &plan.delete_previous_secret {
@@ -139,7 +140,7 @@ pub async fn run(
     }
     if plan.read_usage {
         let key_hash = plan.status.key_hash.clone();
-        match read_usage(ctx, &user_id, key_hash.as_deref(), plan.status.spend.unwrap_or_default()).await {
+        match read_usage(ctx, proxy, &user_id, key_hash.as_deref(), plan.status.spend.unwrap_or_default()).await {
             Ok(usage) => plan.status.usage = Some(usage),
             Err(err) => tracing::warn!(error = %err, "could not read usage"),
         }
@@ -197,6 +198,7 @@ async fn write_secret(
 
 async fn read_usage(
     ctx: &Context,
+    proxy: &Proxy,
     user_id: &str,
     key_hash: Option<&str>,
     spend: f64,
@@ -206,7 +208,7 @@ async fn read_usage(
     let now = Timestamp::now();
     let today = now.to_zoned(TimeZone::UTC).date();
     let start = today.checked_sub(Span::new().days(days - 1)).unwrap_or(today);
-    let totals = ctx.litellm.daily_activity(user_id, key_hash, &start.to_string(), &today.to_string()).await?;
+    let totals = proxy.client.daily_activity(user_id, key_hash, &start.to_string(), &today.to_string()).await?;
     Ok(UsageSummary {
         window_days: days,
         spend: totals.total_spend,

@@ -42,6 +42,8 @@ pub enum Reason {
     DeletionBlocked,
     /// The spec asks for more than the proxy's policy allows; nothing was sent to the proxy.
     PolicyViolation,
+    /// The proxy named (or the default one) does not exist or cannot be used.
+    ProxyUnavailable,
 }
 
 impl Reason {
@@ -57,6 +59,7 @@ impl Reason {
             Reason::SecretConflict => "SecretConflict",
             Reason::DeletionBlocked => "DeletionBlocked",
             Reason::PolicyViolation => "PolicyViolation",
+            Reason::ProxyUnavailable => "ProxyUnavailable",
         }
     }
 }

@@ -229,6 +229,7 @@ pub fn decide(f: &Facts) -> Decision {
     }
 
     status.user_id = Some(user_id);
+    status.proxy = Some(f.proxy.to_owned());
     into_status(&mut status, &record);
     if outcome == Outcome::Ready {
         status.managed_fields = desired::managed_fields(&user.spec);

@@ -71,6 +71,7 @@ fn synced(hash: &str) -> LiteLLMUserStatus {
     let conditions = conditions::conditions(&[], &Outcome::Ready, &Extras::default(), Some(2), now());
     LiteLLMUserStatus {
         user_id: Some("team-a.alice".into()),
+        proxy: Some("p".into()),
         key_secret_name: Some("alice-litellm-key".into()),
         key_hash: Some(hash.into()),
         key_secret_version: Some("9".into()),

@@ -75,6 +75,11 @@ impl Directory {
         (fresh && after_change).then(|| snapshot.users.get(user_id).cloned()).flatten()
     }
 
+    /// How many managed users the last snapshot saw.
+    pub fn managed_count(&self) -> usize {
+        self.current().map_or(0, |snapshot| snapshot.users.len())
+    }
+
     fn current(&self) -> Option<Arc<Snapshot>> {
         self.snapshot.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }

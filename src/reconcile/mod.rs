@@ -39,9 +39,10 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::{
-    crd::{DeletionPolicy, LiteLLMUser, LiteLLMUserStatus, ProxyPolicy},
-    litellm::{ApiError, LiteLlmClient},
+    crd::{DeletionPolicy, LiteLLMUser, LiteLLMUserStatus},
+    litellm::ApiError,
     metrics::Metrics,
+    proxies::{Proxy, Registry},
 };
 use conditions::{Extras, Outcome, Reason, Retry};
 use decide::{Decision, Facts, Note};
@@ -67,6 +68,8 @@ pub enum Error {
     Random(getrandom::Error),
     #[error(transparent)]
     Finalizer(Box<finalizer::Error<Error>>),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxies::Unresolved),
 }
 
 fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
@@ -100,16 +103,11 @@ impl Default for Settings {
 /// What every reconcile shares.
 pub struct Context {
     pub kube: kube::Client,
-    pub litellm: LiteLlmClient,
+    /// The proxies, each with its client, claims, directory snapshot and policy.
+    pub proxies: Arc<Registry>,
     pub events: events::Events,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    pub claims: claim::Claims,
-    /// The proxy's name, and the platform's policy for what resources may ask of it.
-    pub proxy_name: String,
-    pub policy: ProxyPolicy,
-    /// Snapshot of the managed users and their keys, refreshed in the background, for cheap resyncs.
-    pub directory: Arc<directory::Directory>,
     /// The metadata of every key Secret, from the watches; lets a reconcile know a Secret without reading it.
     secret_stores: Vec<Store<PartialObjectMeta<Secret>>>,
     /// Consecutive failures per resource, for exponential backoff; cleared on success.
@@ -120,27 +118,20 @@ pub struct Context {
 }
 
 impl Context {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kube: kube::Client,
-        litellm: LiteLlmClient,
+        proxies: Arc<Registry>,
         events: events::Events,
         settings: Settings,
         metrics: Arc<Metrics>,
-        claims: claim::Claims,
-        directory: Arc<directory::Directory>,
         secret_stores: Vec<Store<PartialObjectMeta<Secret>>>,
     ) -> Self {
         Context {
-            proxy_name: litellm.base_url().to_string(),
-            policy: ProxyPolicy::default(),
             kube,
-            litellm,
+            proxies,
             events,
             settings,
             metrics,
-            claims,
-            directory,
             secret_stores,
             failures: Mutex::default(),
             last_in_sync: Mutex::default(),
@@ -176,13 +167,6 @@ impl Context {
             true => last.insert(ObjectRef::from_obj(user), Instant::now()),
             false => last.remove(&ObjectRef::from_obj(user)),
         };
-    }
-
-    /// The policy for what resources may ask of the proxy (the secure default unless set).
-    pub fn with_policy(mut self, name: &str, policy: ProxyPolicy) -> Self {
-        self.proxy_name = name.to_owned();
-        self.policy = policy;
-        self
     }
 
     /// Drops everything remembered about a resource that is gone.
@@ -249,8 +233,23 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
 
     let fresh = FreshKey::generate().map_err(Error::Random)?;
     let mut written = previous.clone();
-    let (status, outcome, requeue) = match converge(user, ctx, &fresh, &mut written).await {
-        Ok(plan) => {
+    let proxy = match ctx.proxies.resolve(user.spec.proxy_ref.as_ref().map(|p| p.name.as_str())) {
+        Ok(proxy) => proxy,
+        Err(unresolved) => {
+            // Back soon: the proxy may be being created, or its Secret fixed.
+            let outcome = Outcome::stalled(Reason::ProxyUnavailable, unresolved.to_string());
+            let status = failed_status(user, &written, &outcome);
+            let requeue = Action::requeue(Duration::from_secs(15));
+            return finish(user, ctx, &previous, &written, status, outcome, requeue).await;
+        }
+    };
+    if let Some(old) = previous.proxy.as_deref().filter(|old| *old != proxy.name) {
+        move_off(user, ctx, old, &mut written).await?;
+    }
+    let (status, outcome, requeue) = match converge(user, ctx, &proxy, &fresh, &mut written).await {
+        // The resource is gone or going; its deletion (if any) runs as a reconcile of its own.
+        Ok(None) => return Ok(Action::await_change()),
+        Ok(Some(plan)) => {
             let plan = *plan;
             if plan.outcome == Outcome::Ready || matches!(plan.outcome, Outcome::Stalled { .. }) {
                 ctx.forget_failures(user);
@@ -269,12 +268,25 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
             (failed_status(user, &written, &outcome), outcome, Action::requeue(delay))
         }
     };
+    finish(user, ctx, &previous, &written, status, outcome, requeue).await
+}
+
+/// Reports a reconcile's outcome: a Warning for a new reason, the status if it changed, metrics.
+async fn finish(
+    user: &LiteLLMUser,
+    ctx: &Context,
+    previous: &LiteLLMUserStatus,
+    written: &LiteLLMUserStatus,
+    status: LiteLLMUserStatus,
+    outcome: Outcome,
+    requeue: Action,
+) -> Result<Action, Error> {
     let was = conditions::find(&previous.conditions, conditions::READY).map(|c| c.reason.clone());
     if outcome != Outcome::Ready && was.as_deref() != Some(outcome.reason().as_str()) {
         ctx.events
             .publish(user, &Note { warning: true, reason: outcome.reason().as_str(), text: outcome.message().into() });
     }
-    if status != written {
+    if status != *written {
         write_status(ctx, user, &status).await?;
     }
     ctx.remember_in_sync(user, outcome == Outcome::Ready);
@@ -288,18 +300,40 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     Ok(requeue)
 }
 
+/// A `proxyRef` change: the user leaves the proxy it lives on as `deletionPolicy` says, and the resource starts
+/// afresh on the new one (with a new key: a key belongs to one proxy).
+async fn move_off(user: &LiteLLMUser, ctx: &Context, old: &str, written: &mut LiteLLMUserStatus) -> Result<(), Error> {
+    let user_id = written.user_id.clone().unwrap_or_else(|| user.litellm_user_id());
+    match ctx.proxies.resolve(Some(old)) {
+        Ok(proxy) => leave(user, ctx, &proxy, &user_id, false).await?,
+        Err(unresolved) => {
+            warn!(proxy = old, "the user's previous proxy is gone ({unresolved}); nothing to remove there")
+        }
+    }
+    info!(user_id, from = old, "moving to another proxy");
+    let fresh = LiteLLMUserStatus {
+        conditions: written.conditions.clone(),
+        observed_generation: written.observed_generation,
+        ..LiteLLMUserStatus::default()
+    };
+    write_status(ctx, user, &fresh).await?;
+    *written = fresh;
+    Ok(())
+}
+
 /// Rounds of observe → decide → act until a plan is carried out.
 async fn converge(
     user: &LiteLLMUser,
     ctx: &Context,
+    proxy: &Proxy,
     fresh: &FreshKey,
     written: &mut LiteLLMUserStatus,
-) -> Result<Box<decide::Plan>, Error> {
+) -> Result<Option<Box<decide::Plan>>, Error> {
     let mut hints = Hints::default();
     let mut read_latest = false;
     for _ in 0..MAX_ROUNDS {
         let status = written.clone();
-        let world = observe::world(ctx, user, &status, &hints).await?;
+        let world = observe::world(ctx, proxy, user, &status, &hints).await?;
         let facts = Facts {
             user,
             status: &status,
@@ -307,8 +341,8 @@ async fn converge(
             now: Timestamp::now(),
             settings: &ctx.settings,
             fresh_key: fresh.hash(),
-            proxy: &ctx.proxy_name,
-            policy: &ctx.policy,
+            proxy: &proxy.name,
+            policy: &proxy.policy,
         };
         let plan = match decide::decide(&facts) {
             Decision::LookCloser => {
@@ -317,27 +351,39 @@ async fn converge(
             }
             Decision::Act(plan) => plan,
         };
-        // The cache may not have caught up with this operator's own last status write yet, and status is what
-        // says which keys are ours: before issuing or revoking on its word, read the resource itself.
-        let touches_keys = plan.key.issue.is_some() || !plan.key.revoke.is_empty() || plan.key.take_back;
-        if touches_keys && plan.create.is_none() && !read_latest {
+        // The cache may lag: it may not have the operator's own last status write yet (and status says which
+        // keys are ours), or it may still show a resource that is gone. Before claiming, creating, issuing or
+        // revoking on its word, read the resource itself, once per reconcile.
+        let risky = plan.claim.is_some()
+            || plan.create.is_some()
+            || plan.key.issue.is_some()
+            || !plan.key.revoke.is_empty()
+            || plan.key.take_back;
+        if risky && !read_latest {
             read_latest = true;
             let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
             let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
-            let latest = api.get(&user.name_any()).await.map_err(kube_err("read the resource"))?;
+            let latest = api.get_opt(&user.name_any()).await.map_err(kube_err("read the resource"))?;
+            // Gone, going, or not yet holding the finalizer that makes deleting it wait for a cleanup: creating
+            // anything for it now could leave that behind.
+            let Some(latest) = latest
+                .filter(|l| l.meta().deletion_timestamp.is_none() && l.finalizers().iter().any(|f| f == FINALIZER))
+            else {
+                return Ok(None);
+            };
             let latest = latest.status.unwrap_or_default();
             if latest != status {
                 *written = latest;
                 continue;
             }
         }
-        match act::run(ctx, user, &world, *plan, fresh, written).await? {
+        match act::run(ctx, proxy, user, &world, *plan, fresh, written).await? {
             act::Acted::Again(learned) => {
                 hints = Hints { claimed: hints.claimed || learned.claimed, ..learned };
             }
             act::Acted::Done(mut plan) => {
                 decide::finish_conditions(&facts, &mut plan);
-                return Ok(plan);
+                return Ok(Some(plan));
             }
         }
     }
@@ -354,7 +400,7 @@ async fn converge(
         user.metadata.generation,
         Timestamp::now(),
     );
-    Ok(Box::new(decide::Plan { status, outcome, requeue: Duration::from_secs(1), ..decide::Plan::default() }))
+    Ok(Some(Box::new(decide::Plan { status, outcome, requeue: Duration::from_secs(1), ..decide::Plan::default() })))
 }
 
 /// The status after a failed reconcile: as last written, with the failure in its conditions.
@@ -384,8 +430,17 @@ async fn write_status(ctx: &Context, user: &LiteLLMUser, status: &LiteLLMUserSta
 /// the user id. While the proxy cannot be reached, the resource says so and waits.
 async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     ctx.forget(user);
-    let user_id = user.status.as_ref().and_then(|s| s.user_id.clone()).unwrap_or_else(|| user.litellm_user_id());
-    match delete_or_retain(user, ctx, &user_id).await {
+    let status = user.status.clone().unwrap_or_default();
+    let user_id = status.user_id.clone().unwrap_or_else(|| user.litellm_user_id());
+    // Where the user lives, which is not where the spec points while it moves.
+    let named = status.proxy.clone().or_else(|| user.spec.proxy_ref.as_ref().map(|p| p.name.clone()));
+    let result = match ctx.proxies.resolve(named.as_deref()) {
+        Ok(proxy) => leave(user, ctx, &proxy, &user_id, true).await,
+        // A resource that never reached a proxy has nothing on one; otherwise wait for the proxy.
+        Err(_) if status.proxy.is_none() && status.user_id.is_none() => Ok(()),
+        Err(unresolved) => Err(Error::Proxy(unresolved)),
+    };
+    match result {
         Ok(()) => Ok(Action::await_change()),
         Err(err) => {
             let previous = user.status.clone().unwrap_or_default();
@@ -410,26 +465,30 @@ async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn delete_or_retain(user: &LiteLLMUser, ctx: &Context, user_id: &str) -> Result<(), Error> {
+/// Leaves a proxy: deletes the user there unless the policy is `Retain` (whose key Secret, when the resource
+/// itself goes, is released to outlive it), then gives up the claim on the user id.
+async fn leave(user: &LiteLLMUser, ctx: &Context, proxy: &Proxy, user_id: &str, deleting: bool) -> Result<(), Error> {
     let manages = user.status.as_ref().and_then(|s| s.user_id.as_deref()) == Some(user_id);
     if user.spec.deletion_policy == DeletionPolicy::Retain {
-        release_secret(user, ctx).await?;
-        info!(user_id, "resource deleted; LiteLLM user retained");
-    } else if let Some((record, _)) = ctx.litellm.user_info(user_id).await? {
+        if deleting {
+            release_secret(user, ctx).await?;
+        }
+        info!(user_id, "LiteLLM user retained");
+    } else if let Some((record, _)) = proxy.client.user_info(user_id).await? {
         // Ours by its mark (also when the resource was deleted before its status said so), or by status alone
         // when someone wiped the mark; a user marked by anyone else is never deleted.
         match desired::marked_owner(&record.metadata) {
-            Some(owner) if owner == claim::holder(user) => delete_user(ctx, user_id).await?,
-            None if manages => delete_user(ctx, user_id).await?,
+            Some(owner) if owner == claim::holder(user) => delete_user(proxy, user_id).await?,
+            None if manages => delete_user(proxy, user_id).await?,
             _ => info!(user_id, "LiteLLM user is not managed by this resource; left untouched"),
         }
     }
-    ctx.claims.release(user, user_id).await
+    proxy.claims.release(user, user_id).await
 }
 
-async fn delete_user(ctx: &Context, user_id: &str) -> Result<(), Error> {
-    let existed = ctx.litellm.user_delete(user_id).await?;
-    info!(user_id, existed, "deleted LiteLLM user");
+async fn delete_user(proxy: &Proxy, user_id: &str) -> Result<(), Error> {
+    let existed = proxy.client.user_delete(user_id).await?;
+    info!(user_id, existed, proxy = proxy.name, "deleted LiteLLM user");
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{Api, ResourceExt, core::PartialObjectMeta};
 
 use super::{
-    Context, Error,
+    Context, Error, Proxy,
     claim::Claim,
     desired,
     keys::{self, controlled_by, released_for},
@@ -96,16 +96,17 @@ pub struct Hints {
 
 pub async fn world(
     ctx: &Context,
+    proxy: &Proxy,
     user: &LiteLLMUser,
     status: &LiteLLMUserStatus,
     hints: &Hints,
 ) -> Result<World, Error> {
     let user_id = user.litellm_user_id();
-    let namespace_labels = match ctx.policy.namespaces.as_ref().is_some_and(|n| n.selector.is_some()) {
+    let namespace_labels = match proxy.policy.namespaces.as_ref().is_some_and(|n| n.selector.is_some()) {
         true => namespace_labels(ctx, user).await?,
         false => None,
     };
-    let claim = claim(ctx, user, status, &user_id, hints).await?;
+    let claim = claim(ctx, proxy, user, status, &user_id, hints).await?;
     let mut world = World {
         claim,
         proxy: ProxyView::NotRead,
@@ -119,7 +120,7 @@ pub async fn world(
     if world.claim != ClaimView::Ours {
         return Ok(world);
     }
-    world.proxy = proxy(ctx, user, status, &user_id, hints).await?;
+    world.proxy = proxy_user(ctx, proxy, user, status, &user_id, hints).await?;
     if let ProxyView::Present { record, .. } = &world.proxy
         && let Some(owner) = desired::marked_owner(&record.metadata)
         && owner != super::claim::holder(user)
@@ -140,6 +141,7 @@ pub async fn world(
 
 async fn claim(
     ctx: &Context,
+    proxy: &Proxy,
     user: &LiteLLMUser,
     status: &LiteLLMUserStatus,
     user_id: &str,
@@ -149,7 +151,7 @@ async fn claim(
     if hints.claimed || status.user_id.as_deref() == Some(user_id) {
         return Ok(ClaimView::Ours);
     }
-    let Some(claim) = ctx.claims.read(user_id).await? else { return Ok(ClaimView::Free) };
+    let Some(claim) = proxy.claims.read(user_id).await? else { return Ok(ClaimView::Free) };
     if claim.held_by(user) {
         return Ok(ClaimView::Ours);
     }
@@ -168,8 +170,9 @@ async fn claim(
     Ok(if alive { ClaimView::Theirs { holder: claim.holder } } else { ClaimView::Stale(claim) })
 }
 
-async fn proxy(
+async fn proxy_user(
     ctx: &Context,
+    proxy: &Proxy,
     user: &LiteLLMUser,
     status: &LiteLLMUserStatus,
     user_id: &str,
@@ -182,11 +185,11 @@ async fn proxy(
     if settled && !hints.read_proxy {
         let changed = status.last_sync_time.as_deref().and_then(|t| t.parse().ok());
         let max_age = ctx.settings.resync.saturating_mul(2);
-        if let Some(entry) = ctx.directory.lookup(user_id, changed, max_age).await {
+        if let Some(entry) = proxy.directory.lookup(user_id, changed, max_age).await {
             return Ok(ProxyView::Present { record: Box::new(entry.record), keys: entry.keys, from_snapshot: true });
         }
     }
-    Ok(match ctx.litellm.user_info(user_id).await? {
+    Ok(match proxy.client.user_info(user_id).await? {
         Some((record, keys)) => ProxyView::Present { record: Box::new(record), keys, from_snapshot: false },
         None => ProxyView::Absent,
     })

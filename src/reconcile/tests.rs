@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
 use super::*;
-use crate::litellm::{ClientConfig, MasterKey};
+use crate::litellm::{ClientConfig, LiteLlmClient, MasterKey};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -30,7 +30,7 @@ fn context_with(secrets: &[Secret]) -> (Arc<Context>, ApiHandle) {
     let litellm = LiteLlmClient::new(ClientConfig {
         base_url: "http://127.0.0.1:9/".parse().unwrap(),
         master_key: MasterKey::new("sk-test"),
-        ca_file: None,
+        ca_pem: None,
         timeout: Duration::from_millis(200),
     })
     .unwrap();
@@ -39,14 +39,18 @@ fn context_with(secrets: &[Secret]) -> (Arc<Context>, ApiHandle) {
         let meta = PartialObjectMeta::<Secret> { metadata: secret.metadata.clone(), ..Default::default() };
         writer.apply_watcher_event(&watcher::Event::Apply(meta));
     }
+    let proxy = Proxy::idle(
+        crate::proxies::FLAGS_PROXY,
+        litellm,
+        claim::Claims::new(client.clone(), "litellm-system", "default"),
+        crate::crd::ProxyPolicy::default(),
+    );
     let ctx = Context::new(
         client.clone(),
-        litellm,
-        events::Events::new(client.clone(), FIELD_MANAGER, None),
+        Arc::new(Registry::new(Some(proxy))),
+        events::Events::new(client, FIELD_MANAGER, None),
         Settings::default(),
         Arc::new(Metrics::default()),
-        claim::Claims::new(client, "litellm-system", "default"),
-        Arc::new(directory::Directory::default()),
         vec![reader],
     );
     (Arc::new(ctx), handle)
@@ -144,6 +148,8 @@ async fn a_new_resource_gets_the_finalizer_then_claims_its_user_id_before_callin
     let patch = expect(&mut api, Method::PATCH, USER_PATH, 200, serde_json::to_value(&fresh).unwrap()).await;
     assert!(patch.to_string().contains(FINALIZER), "{patch}");
     expect(&mut api, Method::GET, LEASES, 404, not_found()).await;
+    // Read fresh before claiming: the cache may still show a resource that is already gone.
+    expect(&mut api, Method::GET, USER_PATH, 200, serde_json::to_value(user(json!({}))).unwrap()).await;
     let claim = expect(&mut api, Method::POST, LEASES, 201, lease("team-a/alice", "uid-1")).await;
     assert_eq!(claim["spec"]["holderIdentity"], "team-a/alice");
     assert_eq!(claim["metadata"]["annotations"]["litellm-operator.io/user-id"], "team-a.alice");
@@ -202,6 +208,7 @@ async fn a_claim_whose_holder_is_gone_is_taken_over_with_its_resource_version() 
         not_found(),
     )
     .await;
+    expect(&mut api, Method::GET, USER_PATH, 200, serde_json::to_value(user(json!({}))).unwrap()).await;
     let replaced = expect(&mut api, Method::PUT, LEASES, 200, lease("team-a/alice", "uid-1")).await;
     assert_eq!(replaced["metadata"]["resourceVersion"], "7", "only one writer can win the take-over");
     assert_eq!(replaced["spec"]["holderIdentity"], "team-a/alice");
@@ -328,4 +335,14 @@ async fn a_deletion_the_proxy_blocks_says_so() {
 fn a_lease_parses_as_a_claim() {
     let lease: Lease = serde_json::from_value(lease("a/b", "u")).unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("a/b"));
+}
+
+#[tokio::test]
+async fn nothing_is_claimed_for_a_resource_that_is_already_gone() {
+    let (ctx, mut api) = context();
+    let task = tokio::spawn(reconcile(Arc::new(user(json!({}))), ctx));
+    expect(&mut api, Method::GET, LEASES, 404, not_found()).await;
+    expect(&mut api, Method::GET, USER_PATH, 404, not_found()).await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    no_more_requests(&mut api).await;
 }
