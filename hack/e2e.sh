@@ -75,7 +75,8 @@ bash hack/chart-check.sh
 helm upgrade --install litellm-operator charts/litellm-operator -n litellm-system --create-namespace --wait=false \
   --set litellm.url=http://127.0.0.1:4400 --set litellm.masterKeySecret.name=litellm-master-key \
   --set leaderElection.enabled=true >&2
-kubectl wait --for=condition=Established --timeout=60s crd/litellmusers.litellm-operator.io >&2
+kubectl wait --for=condition=Established --timeout=60s crd/litellmusers.litellm-operator.io \
+  crd/litellmproxies.litellm-operator.io >&2
 OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
 kubectl config view --minify --raw --flatten >"$OPERATOR_KUBECONFIG"
 kubectl --kubeconfig "$OPERATOR_KUBECONFIG" config set-credentials litellm-operator \
@@ -98,15 +99,19 @@ for version in $VERSIONS; do
   phase "LiteLLM $version start (overlapping the steps above)"
   # shellcheck disable=SC1090
   source "$envfile"
+  E2E_PROXIES="${E2E_PROXIES:-} $LITELLM_URL=$LITELLM_MASTER_KEY"
   export E2E_LOG_DIR="$STATE/operator-logs/$version"
   log "suite against LiteLLM $LITELLM_VERSION at $LITELLM_URL"
   # The emulator is held to this proxy: the same requests, the same answers (crates/litellm-emulator/tests/contract.rs).
   cargo test --quiet -p litellm-emulator --test contract -- --ignored --exact real_proxy_matches_expectations || failed=1
-  cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" --skip serial_ --skip emulator_ || failed=1
+  cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" --skip serial_ --skip emulator_ --skip proxies_ || failed=1
   # Tests that stop the shared proxy run alone.
   cargo test --quiet --test e2e -- --ignored --test-threads 1 serial_ || failed=1
   phase "suite on LiteLLM $version"
 done
+# One operator serving both proxies at once: once is enough.
+E2E_PROXIES="$E2E_PROXIES" cargo test --quiet --test e2e -- --ignored --test-threads 3 proxies_ || failed=1
+phase "one operator, both proxies"
 # Tests that bring their own LiteLLM emulator (faults on cue) need no proxy version: once is enough.
 cargo test --quiet --test e2e -- --ignored --nocapture emulator_ || failed=1
 phase "fault suite on the emulator"
