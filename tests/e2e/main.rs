@@ -3,6 +3,7 @@
 
 mod proxies;
 mod support;
+mod tenants;
 mod trust;
 
 use std::time::Duration;

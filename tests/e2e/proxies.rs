@@ -28,14 +28,14 @@ fn operator_namespace() -> String {
 }
 
 /// A LiteLLMProxy for `url` whose master key is in a new Secret; deleted when dropped.
-struct TestProxy {
-    name: String,
+pub struct TestProxy {
+    pub name: String,
     secret: String,
     client: kube::Client,
 }
 
 impl TestProxy {
-    async fn create(ns: &TestNamespace, suffix: &str, url: &str, master_key: &str, policy: Value) -> Self {
+    pub async fn create(ns: &TestNamespace, suffix: &str, url: &str, master_key: &str, policy: Value) -> Self {
         let name = format!("{}-{suffix}", ns.name);
         let secrets: Api<Secret> = Api::namespaced(ns.client.clone(), &operator_namespace());
         let secret: Secret = serde_json::from_value(json!({
@@ -60,7 +60,7 @@ impl TestProxy {
         TestProxy { secret: name.clone(), name, client: ns.client.clone() }
     }
 
-    async fn wait_ready(&self) -> LiteLLMProxy {
+    pub async fn wait_ready(&self) -> LiteLLMProxy {
         let api: Api<LiteLLMProxy> = Api::all(self.client.clone());
         wait_for(&format!("LiteLLMProxy {} to be Ready", self.name), DEADLINE, || async {
             let proxy = api.get(&self.name).await.ok()?;

@@ -151,6 +151,17 @@ impl TestNamespace {
         format!("{}.{name}", self.name)
     }
 
+    /// Like `apply`, but returns the API server's refusal instead of failing the test.
+    pub async fn try_apply(&self, name: &str, spec: Value) -> Result<LiteLLMUser, kube::Error> {
+        let object = json!({
+            "apiVersion": "litellm-operator.io/v1alpha1",
+            "kind": "LiteLLMUser",
+            "metadata": { "name": name },
+            "spec": spec,
+        });
+        self.users().patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&object)).await
+    }
+
     /// Creates or updates a LiteLLMUser from a spec, as `kubectl apply --server-side` would.
     pub async fn apply(&self, name: &str, spec: Value) -> LiteLLMUser {
         let object = json!({
