@@ -56,23 +56,21 @@ pub async fn reconcile(proxy: Arc<LiteLLMProxy>, ctx: Arc<ProxyContext>) -> Resu
     let mut status = LiteLLMProxyStatus { observed_generation: proxy.metadata.generation, ..Default::default() };
     let outcome = match handle(&proxy, &ctx).await? {
         Ok(handle) => {
-            status.reachable = handle.client.reachable().await;
-            status.master_key_accepted = match handle.client.user_list(1, 1).await {
-                Ok(_) => true,
-                Err(err) if matches!(err.status(), Some(401 | 403)) => false,
-                Err(_) => status.reachable,
-            };
-            status.generation = handle.client.generation().await.ok().map(|g| g.as_str().to_owned());
+            // One admin call says both whether the proxy answers and whether it takes the master key.
+            let probe = handle.client.user_list(1, 1).await;
+            status.reachable = probe.as_ref().map_or_else(|err| err.status().is_some(), |_| true);
+            status.master_key_accepted = probe.is_ok();
             status.users = handle.directory.managed_count() as i64;
-            match (status.reachable, status.master_key_accepted) {
-                (true, true) => Ok(()),
-                (false, _) => {
-                    Err(Broken { reason: "Unreachable", message: format!("{} does not answer", proxy.spec.url) })
+            match probe {
+                Ok(_) => {
+                    status.generation = handle.client.generation().await.ok().map(|g| g.as_str().to_owned());
+                    Ok(())
                 }
-                (true, false) => Err(Broken {
+                Err(err) if matches!(err.status(), Some(401 | 403)) => Err(Broken {
                     reason: "MasterKeyRejected",
                     message: "the proxy refused the master key; fix the Secret masterKeySecretRef names".into(),
                 }),
+                Err(err) => Err(Broken { reason: "Unreachable", message: err.to_string() }),
             }
         }
         Err(broken) => {

@@ -12,7 +12,7 @@ use kube::{
 use litellm_operator::crd::LiteLLMProxy;
 use serde_json::{Value, json};
 
-use crate::support::{DEADLINE, Operator, Proxy, Relay, TestNamespace, env, wait_for};
+use crate::support::{DEADLINE, Operator, Proxy, Relay, TestNamespace, TlsTerminator, env, wait_for};
 
 /// The two real proxies hack/e2e.sh started: `url=key` pairs, space-separated.
 fn real_proxies() -> Vec<(String, String)> {
@@ -36,6 +36,11 @@ pub struct TestProxy {
 
 impl TestProxy {
     pub async fn create(ns: &TestNamespace, suffix: &str, url: &str, master_key: &str, policy: Value) -> Self {
+        Self::create_with(ns, suffix, url, master_key, json!({ "policy": policy })).await
+    }
+
+    /// With more of the spec (`policy`, `caBundle`, …) than URL and master key.
+    pub async fn create_with(ns: &TestNamespace, suffix: &str, url: &str, master_key: &str, extra: Value) -> Self {
         let name = format!("{}-{suffix}", ns.name);
         let secrets: Api<Secret> = Api::namespaced(ns.client.clone(), &operator_namespace());
         let secret: Secret = serde_json::from_value(json!({
@@ -44,15 +49,18 @@ impl TestProxy {
         }))
         .unwrap();
         secrets.create(&PostParams::default(), &secret).await.expect("create the master key Secret");
+        let mut spec = json!({
+            "url": url,
+            "masterKeySecretRef": { "namespace": operator_namespace(), "name": name },
+            "timeout": "5s",
+        });
+        if let (Value::Object(spec), Value::Object(extra)) = (&mut spec, extra) {
+            spec.extend(extra);
+        }
         let proxy: LiteLLMProxy = serde_json::from_value(json!({
             "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMProxy",
             "metadata": { "name": name },
-            "spec": {
-                "url": url,
-                "masterKeySecretRef": { "namespace": operator_namespace(), "name": name },
-                "timeout": "5s",
-                "policy": policy,
-            },
+            "spec": spec,
         }))
         .unwrap();
         let api: Api<LiteLLMProxy> = Api::all(ns.client.clone());
@@ -208,4 +216,29 @@ async fn proxies_plain_http_to_a_remote_address_is_refused() {
     let lou = ns.wait_reason("lou", "ProxyUnavailable").await;
     let message = lou.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().message;
     assert!(message.contains("not ready"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn proxies_https_with_a_ca_bundle_end_to_end() {
+    let ns = TestNamespace::new("tls").await;
+    let (url, master_key) = real_proxies().into_iter().next().expect("a real proxy");
+    let tls = TlsTerminator::start(&url).await;
+    let trusted = TestProxy::create_with(&ns, "tls", &tls.url, &master_key, json!({ "caBundle": tls.ca_pem })).await;
+    let untrusted = TestProxy::create_with(&ns, "tls-no-ca", &tls.url, &master_key, json!({})).await;
+    let _operator = Operator::start(&ns.name);
+    trusted.wait_ready().await;
+    ns.apply("tess", json!({ "proxyRef": { "name": trusted.name } })).await;
+    ns.wait_condition("tess", "Ready", "True").await;
+    let key = ns.key("tess-litellm-key").await;
+    assert_eq!(Proxy::new(&url, &master_key).key_works(&key).await.as_deref(), Some(ns.user_id("tess").as_str()));
+    // Without the CA the proxy's certificate is not trusted, and the proxy says so.
+    let api: Api<LiteLLMProxy> = Api::all(ns.client.clone());
+    let refused = wait_for("the untrusted proxy's condition", DEADLINE, || async {
+        let proxy = api.get(&untrusted.name).await.ok()?;
+        proxy.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")
+    })
+    .await;
+    assert_eq!(refused.reason, "Unreachable");
+    assert!(refused.message.to_lowercase().contains("certificate"), "{}", refused.message);
 }

@@ -461,3 +461,56 @@ impl Drop for Relay {
         self.stop();
     }
 }
+
+/// A TLS terminator in front of a plain-http proxy, with a CA of its own: `https://127.0.0.1:<port>` for the
+/// operator, and the CA's PEM for a LiteLLMProxy's `caBundle`.
+pub struct TlsTerminator {
+    pub url: String,
+    pub ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsTerminator {
+    pub async fn start(target_url: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "litellm-operator e2e CA");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().expect("server key");
+        let leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("SANs");
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("server certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .expect("TLS server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the TLS port");
+        let port = listener.local_addr().expect("TLS address").port();
+        let target = target_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (acceptor, target) = (acceptor.clone(), target.clone());
+                tokio::spawn(async move {
+                    let (Ok(mut tls), Ok(mut outbound)) =
+                        (acceptor.accept(inbound).await, TcpStream::connect(&target).await)
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut outbound).await;
+                });
+            }
+        });
+        TlsTerminator { url: format!("https://127.0.0.1:{port}"), ca_pem: ca_cert.pem(), task }
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
