@@ -157,7 +157,7 @@ pub fn decide(f: &Facts) -> Decision {
     let mut plan = Plan::default();
     let (record, proxy_keys, creating, from_snapshot) = match &f.world.proxy {
         ProxyView::NotRead => return Decision::LookCloser,
-        ProxyView::Absent => {
+        ProxyView::Absent | ProxyView::Unseen => {
             if let Some(message) = &f.world.create_conflict {
                 let message = format!("LiteLLM refused to create user {user_id}: {message}");
                 return Decision::Act(Box::new(stalled(f, status, Reason::LiteLLMRejected, message)));

@@ -475,3 +475,13 @@ fn a_policy_violation_claims_nothing_and_sends_nothing() {
     assert_eq!(plan.outcome.reason(), Reason::PolicyViolation, "not even a claim for another namespace's id");
     assert!(plan.claim.is_none());
 }
+
+#[test]
+fn a_brand_new_user_on_a_newer_proxy_is_created_without_looking_first() {
+    let user = alice(LiteLLMUserSpec::default());
+    let plan = plan_for(&user, &LiteLLMUserStatus::default(), &world(ProxyView::Unseen, SecretView::Absent));
+    assert!(plan.create.is_some() && plan.key.issue.is_some(), "two calls: /user/new and /key/generate");
+    let mut taken = world(ProxyView::Absent, SecretView::Absent);
+    taken.create_conflict = Some("User with id team-a.alice already exists".into());
+    assert_eq!(plan_for(&user, &LiteLLMUserStatus::default(), &taken).outcome.reason(), Reason::LiteLLMRejected);
+}

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     crd::{LiteLLMUser, LiteLLMUserStatus, NamespaceLabels},
-    litellm::{KeyRecord, UserRecord},
+    litellm::{Generation, KeyRecord, UserRecord},
 };
 
 /// Everything `decide` needs to know about the world outside the resource.
@@ -52,6 +52,9 @@ pub enum ClaimView {
 pub enum ProxyView {
     /// Not read (another resource manages the user id, so there is nothing to look at).
     NotRead,
+    /// Not read, because creating is the way to find out: a brand-new resource on a newer proxy, which answers
+    /// 409 when the id is taken (saving a `/user/info` that would 404 and log a traceback on the proxy).
+    Unseen,
     Absent,
     Present {
         record: Box<UserRecord>,
@@ -188,6 +191,10 @@ async fn proxy_user(
         if let Some(entry) = proxy.directory.lookup(user_id, changed, max_age).await {
             return Ok(ProxyView::Present { record: Box::new(entry.record), keys: entry.keys, from_snapshot: true });
         }
+    }
+    let brand_new = status.conditions.is_empty() && status.user_id.is_none();
+    if brand_new && !hints.read_proxy && proxy.client.generation().await? == Generation::Newer {
+        return Ok(ProxyView::Unseen);
     }
     Ok(match proxy.client.user_info(user_id).await? {
         Some((record, keys)) => ProxyView::Present { record: Box::new(record), keys, from_snapshot: false },
