@@ -49,6 +49,10 @@ struct RunArgs {
     /// `spec.policy`); without it, the secure default policy applies.
     #[arg(long, env = "POLICY_FILE")]
     policy_file: Option<PathBuf>,
+    /// Label selector for the LiteLLMProxy resources this operator serves, for example `tier=prod`; all when
+    /// unset. Lets several operator installations split the proxies between them.
+    #[arg(long, env = "PROXY_SELECTOR")]
+    proxy_selector: Option<String>,
     /// Namespace for the claims on LiteLLM user ids (Leases that decide which resource manages a user id);
     /// defaults to the operator's own namespace (POD_NAMESPACE). Every operator sharing a proxy must use the
     /// same one.
@@ -194,6 +198,7 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
         concurrency: args.concurrency,
         claim_namespace: args.claim_namespace.clone().unwrap_or_else(|| args.lease_namespace.clone()),
         policy,
+        proxy_selector: args.proxy_selector.clone(),
     };
     operator::run(litellm, config).await?;
     Ok(())

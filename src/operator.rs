@@ -55,6 +55,8 @@ pub struct OperatorConfig {
     pub claim_namespace: String,
     /// What resources may ask of the proxy.
     pub policy: ProxyPolicy,
+    /// Label selector for the LiteLLMProxy resources to serve; all when `None`.
+    pub proxy_selector: Option<String>,
 }
 
 /// The namespaces to watch, from a comma-separated list: empty entries dropped, each once, and none at all
@@ -277,7 +279,11 @@ async fn run_controllers(
                 resync,
                 metrics,
             });
-            let proxy_controller = Controller::new(proxies, watcher::Config::default().any_semantic())
+            let mut selected = watcher::Config::default().any_semantic();
+            if let Some(selector) = &config.proxy_selector {
+                selected = selected.labels(selector);
+            }
+            let proxy_controller = Controller::new(proxies, selected)
                 .shutdown_on_signal()
                 .run(proxies::controller::reconcile, proxies::controller::error_policy, proxy_ctx)
                 .map(report)

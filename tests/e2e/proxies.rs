@@ -59,7 +59,7 @@ impl TestProxy {
         }
         let proxy: LiteLLMProxy = serde_json::from_value(json!({
             "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMProxy",
-            "metadata": { "name": name },
+            "metadata": { "name": name, "labels": { "litellm-operator.io/e2e-namespace": ns.name } },
             "spec": spec,
         }))
         .unwrap();

@@ -353,6 +353,9 @@ impl Operator {
                 .flatten(),
             )
             .args(["--listen", &listen])
+            // Only the LiteLLMProxy resources of this test: every test's operator serving every test's proxies
+            // would be a load no installation sees.
+            .args(["--proxy-selector", &format!("litellm-operator.io/e2e-namespace={namespace}")])
             .args(&options.extra_args)
             .env(
                 "KUBECONFIG",
