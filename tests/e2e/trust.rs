@@ -409,6 +409,9 @@ async fn tenants_cannot_ask_for_more_than_the_default_policy_allows() {
         }
     }
     ns.wait_event("elsewhere", "Warning", "PolicyViolation").await;
+    // The chart's admission policy is what refused the admin roles: the API server answers at once.
+    let refused = ns.try_apply("admin", json!({ "userRole": "proxy_admin" })).await.expect_err("refused at admission");
+    assert!(refused.to_string().contains("is not allowed here"), "{refused}");
 }
 
 /// An emulator and the options for an operator that uses it.
