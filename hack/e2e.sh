@@ -8,7 +8,9 @@
 #
 # Environment: LITELLM_VERSIONS (default "1.108.7 1.80.5": the newest installable proxy and one of the older
 # generation), LITELLM_TESTBED_DIR (default ../shared/testbed/litellm beside the repository), E2E_STATE_DIR
-# (default a new temporary directory), CARGO_TARGET_DIR.
+# (default a new temporary directory), CARGO_TARGET_DIR, E2E_LITELLM_PORT (default 4400: the first proxy's port,
+# the next version gets the next port), E2E_LITELLM_PG_PORT (default E2E_LITELLM_PORT + 51000, the same way),
+# and KUBE_TESTBED_PORT / KUBE_TESTBED_ETCD_PORT (hack/kube-testbed.sh) to share the machine with other beds.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -44,16 +46,18 @@ export OPERATOR_BIN
 phase "build"
 
 # 2. The LiteLLM proxies start in the background while Kubernetes comes up.
-port=4400
+LITELLM_PORT="${E2E_LITELLM_PORT:-4400}"
+LITELLM_PG_PORT="${E2E_LITELLM_PG_PORT:-$((LITELLM_PORT + 51000))}"
+port=$LITELLM_PORT pg_port=$LITELLM_PG_PORT
 declare -A proxy_env
 for version in $VERSIONS; do
   dir="$STATE/litellm-$version"
   mkdir -p "$dir"
   started_proxies+=("$dir")
-  bash "$LITELLM_TESTBED_DIR/up.sh" "$dir" --version "$version" --port "$port" --pg-port $((port + 51000)) \
+  bash "$LITELLM_TESTBED_DIR/up.sh" "$dir" --version "$version" --port "$port" --pg-port "$pg_port" \
     >"$dir.env" 2>"$dir.up.log" &
   proxy_env[$version]="$dir.env:$!"
-  port=$((port + 1))
+  port=$((port + 1)) pg_port=$((pg_port + 1))
 done
 
 # 3. Kubernetes: the local control plane, or the cluster KUBECONFIG names.
@@ -72,7 +76,7 @@ phase "kubernetes"
 helm version --short >&2
 bash hack/chart-check.sh
 helm upgrade --install litellm-operator charts/litellm-operator -n litellm-system --create-namespace --wait=false \
-  --set litellm.url=http://127.0.0.1:4400 --set litellm.masterKeySecret.name=litellm-master-key \
+  --set litellm.url="http://127.0.0.1:$LITELLM_PORT" --set litellm.masterKeySecret.name=litellm-master-key \
   --set leaderElection.enabled=true >&2
 kubectl wait --for=condition=Established --timeout=60s crd/litellmusers.litellm-operator.io >&2
 OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
