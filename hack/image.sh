@@ -43,8 +43,8 @@ build() {
   mkdir -p "$context"
   bash hack/static-build.sh --dist "$context/dist"
   # The repository's Dockerfile, its prebuilt stage; the source stage (a Rust image) is not built.
-  local arch
-  arch="$(ls "$context/dist" | grep -v '\.crt$')"
+  local arch dir
+  for dir in "$context"/dist/*/; do arch="$(basename "$dir")"; done
   buildah bud --quiet --layers=false --platform "linux/$arch" --build-arg TARGETARCH="$arch" --build-arg BINARY=prebuilt -f "$ROOT/Dockerfile" -t "$IMAGE" "$context" >/dev/null
   local user entrypoint cmd size
   user="$(podman image inspect "$IMAGE" --format '{{.Config.User}}')"
