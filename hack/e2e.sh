@@ -11,6 +11,12 @@
 # (default a new temporary directory), CARGO_TARGET_DIR, E2E_LITELLM_PORT (default 4400: the first proxy's port,
 # the next version gets the next port), E2E_LITELLM_PG_PORT (default E2E_LITELLM_PORT + 51000, the same way),
 # and KUBE_TESTBED_PORT / KUBE_TESTBED_ETCD_PORT (hack/kube-testbed.sh) to share the machine with other beds.
+#
+# The container image (hack/image.sh) is built and, against the first LiteLLM version, run as the chart's pod
+# would run it; a real Prometheus scrapes it (hack/prometheus-check.py: the dashboard's queries and the chart's
+# alerts), and the create/update/delete/rotation tests run again with every operator in the image
+# (E2E_OPERATOR_IMAGE). E2E_CONTAINER=0 skips this; E2E_IMAGE_PORT and E2E_PROMETHEUS_PORT fix the ports of the
+# image's metrics and of Prometheus (default: free ones).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -24,8 +30,15 @@ phase() { log "$1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
 
 started_kube=""
 started_proxies=()
+CONTAINER="${E2E_CONTAINER:-1}"
+IMAGE="localhost/litellm-operator:e2e-$(basename "$STATE")"
+export IMAGE
 cleanup() {
   local code=$?
+  if [ "$CONTAINER" = 1 ]; then
+    bash "$ROOT/hack/image.sh" stop "$STATE/image" || true
+    podman rmi --force "$IMAGE" >/dev/null 2>&1 || true
+  fi
   for dir in "${started_proxies[@]}"; do bash "$LITELLM_TESTBED_DIR/down.sh" "$dir" >/dev/null 2>&1 || true; done
   if [ -n "$started_kube" ]; then bash "$ROOT/hack/kube-testbed.sh" down "$STATE/kube" || true; fi
   if [ "$code" -ne 0 ]; then
@@ -91,6 +104,17 @@ if kubectl --kubeconfig "$OPERATOR_KUBECONFIG" get clusterroles >/dev/null 2>&1;
 fi
 phase "chart"
 
+# 4b. The image, from the Dockerfile and the static binary. In container mode the operator reads the
+#     kubeconfig as UID 65532, as a pod reads its Secret volumes (fsGroup).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if [ "$CONTAINER" = 1 ]; then
+  bash hack/image.sh build >/dev/null
+  E2E_OPERATOR_PODMAN_FLAGS="$(bash hack/image.sh flags)"
+  chgrp 65532 "$OPERATOR_KUBECONFIG" && chmod 0640 "$OPERATOR_KUBECONFIG"
+  phase "image"
+fi
+CONTAINER_VERSION="${VERSIONS%% *}"
+
 # 5. The suite, once per proxy version.
 failed=0
 for version in $VERSIONS; do
@@ -109,6 +133,25 @@ for version in $VERSIONS; do
   # Tests that stop the shared proxy run alone.
   cargo test --quiet --test e2e -- --ignored --test-threads 1 serial_ || failed=1
   phase "suite on LiteLLM $version"
+  if [ "$CONTAINER" = 1 ] && [ "$version" = "$CONTAINER_VERSION" ]; then
+    # The image run as the chart's pod, scraped by a real Prometheus.
+    image_port="${E2E_IMAGE_PORT:-$(free_port)}"
+    image_env="$(IMAGE_PORT="$image_port" bash hack/image.sh run "$STATE/image")"
+    eval "$image_env"
+    mkdir -p "$STATE/prometheus"
+    bash hack/prometheus-rules.sh render "$STATE/prometheus/rules.yaml"
+    python3 hack/prometheus-check.py --target "127.0.0.1:$image_port" --namespace "$IMAGE_WATCH_NAMESPACE" \
+      --listen "127.0.0.1:${E2E_PROMETHEUS_PORT:-$(free_port)}" --state "$STATE/prometheus" \
+      --rules "$STATE/prometheus/rules.yaml" || failed=1
+    bash hack/image.sh stop "$STATE/image"
+    phase "image as the chart's pod, and Prometheus, on LiteLLM $version"
+    # Every operator of these tests runs in the image.
+    E2E_OPERATOR_IMAGE="$IMAGE" E2E_OPERATOR_PODMAN_FLAGS="$E2E_OPERATOR_PODMAN_FLAGS" \
+      cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" \
+      create_gives_ready_user_and_a_working_key spec_changes_reach_the_proxy delete_removes_the_user_and_its_keys \
+      rotation || failed=1
+    phase "suite in the container image on LiteLLM $version"
+  fi
 done
 # Tests that bring their own LiteLLM emulator (faults on cue) need no proxy version: once is enough.
 cargo test --quiet --test e2e -- --ignored --nocapture emulator_ || failed=1
