@@ -16,7 +16,8 @@
 # would run it; a real Prometheus scrapes it (hack/prometheus-check.py: the dashboard's queries and the chart's
 # alerts), and the create/update/delete/rotation tests run again with every operator in the image
 # (E2E_OPERATOR_IMAGE). E2E_CONTAINER=0 skips this; E2E_IMAGE_PORT and E2E_PROMETHEUS_PORT fix the ports of the
-# image's metrics and of Prometheus (default: free ones).
+# image's metrics and of Prometheus (default: free ones). Last, the chart's pod runs on a real kubelet with
+# containerd (hack/kubelet-node.sh; E2E_KUBELET=0 skips it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -36,6 +37,7 @@ export IMAGE
 cleanup() {
   local code=$?
   if [ "$CONTAINER" = 1 ]; then
+    bash "$ROOT/hack/kubelet-node.sh" down "$STATE/node" 2>/dev/null || true
     bash "$ROOT/hack/image.sh" stop "$STATE/image" || true
     podman rmi --force "$IMAGE" >/dev/null 2>&1 || true
   fi
@@ -156,5 +158,15 @@ done
 # Tests that bring their own LiteLLM emulator (faults on cue) need no proxy version: once is enough.
 cargo test --quiet --test e2e -- --ignored --nocapture emulator_ || failed=1
 phase "fault suite on the emulator"
+
+# The chart's pod on a real kubelet (containerd, runc) registered with the local control plane.
+if [ "$CONTAINER" = 1 ] && [ "${E2E_KUBELET:-1}" = 1 ] && [ "${E2E_EXISTING_CLUSTER:-}" != 1 ]; then
+  if ! KUBELET_PORT="$(free_port)" KUBELET_HEALTHZ_PORT="$(free_port)" bash hack/kubelet-node.sh up "$STATE/node" ||
+    ! KUBELET_METRICS_PORT="$(free_port)" bash hack/kubelet-node.sh pod "$STATE/node"; then
+    failed=1
+  fi
+  bash hack/kubelet-node.sh down "$STATE/node"
+  phase "the chart's pod on a real kubelet"
+fi
 [ "$failed" = 0 ] || log "the suite failed"
 exit "$failed"
