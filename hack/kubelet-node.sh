@@ -76,7 +76,11 @@ up() {
   local dir="${1:?usage: up STATE_DIR}" port="${KUBELET_PORT:-18250}" kubelet node
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
-  command -v containerd >/dev/null || apt-get install -y -qq containerd containernetworking-plugins >&2
+  if ! command -v containerd >/dev/null || [ ! -x /usr/lib/cni/bridge ]; then
+    apt-get install -y -qq containerd containernetworking-plugins >/dev/null 2>&1 ||
+      { apt-get update -qq >&2 && apt-get install -y -qq containerd containernetworking-plugins >&2; }
+  fi
+  command -v musl-gcc >/dev/null || apt-get install -y -qq musl-tools >&2
   kubelet="$(build)"
   pause_image "$dir"
   mkdir -p "$dir/containerd/root" "$dir/containerd/state" "$dir/cni/net.d" "$dir/kubelet"
