@@ -67,7 +67,8 @@ int main(void) { signal(SIGTERM, done); signal(SIGINT, done); for (;;) pause(); 
 C
   musl-gcc -static -O2 -o "$dir/pause/pause" "$dir/pause/pause.c"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$dir/pause/Containerfile"
-  buildah bud --quiet --layers=false -t localhost/pause:3.10 "$dir/pause" >/dev/null
+  podman image exists localhost/pause:3.10 ||
+    buildah bud --quiet --layers=false -t localhost/pause:3.10 "$dir/pause" >/dev/null
   rm -f "$dir/pause.tar"
   podman save --format docker-archive -o "$dir/pause.tar" localhost/pause:3.10 >/dev/null
 }
