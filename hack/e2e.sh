@@ -8,7 +8,16 @@
 #
 # Environment: LITELLM_VERSIONS (default "1.108.7 1.80.5": the newest installable proxy and one of the older
 # generation), LITELLM_TESTBED_DIR (default ../shared/testbed/litellm beside the repository), E2E_STATE_DIR
-# (default a new temporary directory), CARGO_TARGET_DIR.
+# (default a new temporary directory), CARGO_TARGET_DIR, E2E_LITELLM_PORT (default 4400: the first proxy's port,
+# the next version gets the next port), E2E_LITELLM_PG_PORT (default E2E_LITELLM_PORT + 51000, the same way),
+# and KUBE_TESTBED_PORT / KUBE_TESTBED_ETCD_PORT (hack/kube-testbed.sh) to share the machine with other beds.
+#
+# The container image (hack/image.sh) is built and, against the first LiteLLM version, run as the chart's pod
+# would run it; a real Prometheus scrapes it (hack/prometheus-check.py: the dashboard's queries and the chart's
+# alerts), and the create/update/delete/rotation tests run again with every operator in the image
+# (E2E_OPERATOR_IMAGE). E2E_CONTAINER=0 skips this; E2E_IMAGE_PORT and E2E_PROMETHEUS_PORT fix the ports of the
+# image's metrics and of Prometheus (default: free ones). Last, the chart's pod runs on a real kubelet with
+# containerd (hack/kubelet-node.sh; E2E_KUBELET=0 skips it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -22,8 +31,16 @@ phase() { log "$1 took $((SECONDS - phase_start)) s"; phase_start=$SECONDS; }
 
 started_kube=""
 started_proxies=()
+CONTAINER="${E2E_CONTAINER:-1}"
+IMAGE="localhost/litellm-operator:e2e-$(basename "$STATE")"
+export IMAGE
 cleanup() {
   local code=$?
+  if [ "$CONTAINER" = 1 ]; then
+    bash "$ROOT/hack/kubelet-node.sh" down "$STATE/node" 2>/dev/null || true
+    bash "$ROOT/hack/image.sh" stop "$STATE/image" || true
+    podman rmi --force "$IMAGE" >/dev/null 2>&1 || true
+  fi
   for dir in "${started_proxies[@]}"; do bash "$LITELLM_TESTBED_DIR/down.sh" "$dir" >/dev/null 2>&1 || true; done
   if [ -n "$started_kube" ]; then bash "$ROOT/hack/kube-testbed.sh" down "$STATE/kube" || true; fi
   if [ "$code" -ne 0 ]; then
@@ -45,16 +62,18 @@ export OPERATOR_BIN
 phase "build"
 
 # 2. The LiteLLM proxies start in the background while Kubernetes comes up.
-port=4400
+LITELLM_PORT="${E2E_LITELLM_PORT:-4400}"
+LITELLM_PG_PORT="${E2E_LITELLM_PG_PORT:-$((LITELLM_PORT + 51000))}"
+port=$LITELLM_PORT pg_port=$LITELLM_PG_PORT
 declare -A proxy_env
 for version in $VERSIONS; do
   dir="$STATE/litellm-$version"
   mkdir -p "$dir"
   started_proxies+=("$dir")
-  bash "$LITELLM_TESTBED_DIR/up.sh" "$dir" --version "$version" --port "$port" --pg-port $((port + 51000)) \
+  bash "$LITELLM_TESTBED_DIR/up.sh" "$dir" --version "$version" --port "$port" --pg-port "$pg_port" \
     >"$dir.env" 2>"$dir.up.log" &
   proxy_env[$version]="$dir.env:$!"
-  port=$((port + 1))
+  port=$((port + 1)) pg_port=$((pg_port + 1))
 done
 
 # 3. Kubernetes: the local control plane, or the cluster KUBECONFIG names.
@@ -73,7 +92,7 @@ phase "kubernetes"
 helm version --short >&2
 bash hack/chart-check.sh
 helm upgrade --install litellm-operator charts/litellm-operator -n litellm-system --create-namespace --wait=false \
-  --set litellm.url=http://127.0.0.1:4400 --set litellm.masterKeySecret.name=litellm-master-key \
+  --set litellm.url="http://127.0.0.1:$LITELLM_PORT" --set litellm.masterKeySecret.name=litellm-master-key \
   --set leaderElection.enabled=true >&2
 kubectl wait --for=condition=Established --timeout=60s crd/litellmusers.litellm-operator.io \
   crd/litellmproxies.litellm-operator.io >&2
@@ -88,6 +107,17 @@ if kubectl --kubeconfig "$OPERATOR_KUBECONFIG" get clusterroles >/dev/null 2>&1;
   log "the chart's ServiceAccount can list ClusterRoles: its RBAC is wider than the chart says"; exit 1
 fi
 phase "chart"
+
+# 4b. The image, from the Dockerfile and the static binary. In container mode the operator reads the
+#     kubeconfig as UID 65532, as a pod reads its Secret volumes (fsGroup).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if [ "$CONTAINER" = 1 ]; then
+  bash hack/image.sh build >/dev/null
+  E2E_OPERATOR_PODMAN_FLAGS="$(bash hack/image.sh flags)"
+  chgrp 65532 "$OPERATOR_KUBECONFIG" && chmod 0640 "$OPERATOR_KUBECONFIG"
+  phase "image"
+fi
+CONTAINER_VERSION="${VERSIONS%% *}"
 
 # 5. The suite, once per proxy version.
 failed=0
@@ -108,6 +138,25 @@ for version in $VERSIONS; do
   # Tests that stop the shared proxy run alone.
   cargo test --quiet --test e2e -- --ignored --test-threads 1 serial_ || failed=1
   phase "suite on LiteLLM $version"
+  if [ "$CONTAINER" = 1 ] && [ "$version" = "$CONTAINER_VERSION" ]; then
+    # The image run as the chart's pod, scraped by a real Prometheus.
+    image_port="${E2E_IMAGE_PORT:-$(free_port)}"
+    image_env="$(IMAGE_PORT="$image_port" bash hack/image.sh run "$STATE/image")"
+    eval "$image_env"
+    mkdir -p "$STATE/prometheus"
+    bash hack/prometheus-rules.sh render "$STATE/prometheus/rules.yaml"
+    python3 hack/prometheus-check.py --target "127.0.0.1:$image_port" --namespace "$IMAGE_WATCH_NAMESPACE" \
+      --listen "127.0.0.1:${E2E_PROMETHEUS_PORT:-$(free_port)}" --state "$STATE/prometheus" \
+      --rules "$STATE/prometheus/rules.yaml" || failed=1
+    bash hack/image.sh stop "$STATE/image"
+    phase "image as the chart's pod, and Prometheus, on LiteLLM $version"
+    # Every operator of these tests runs in the image.
+    E2E_OPERATOR_IMAGE="$IMAGE" E2E_OPERATOR_PODMAN_FLAGS="$E2E_OPERATOR_PODMAN_FLAGS" \
+      cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" \
+      create_gives_ready_user_and_a_working_key spec_changes_reach_the_proxy delete_removes_the_user_and_its_keys \
+      rotation || failed=1
+    phase "suite in the container image on LiteLLM $version"
+  fi
 done
 # One operator serving both proxies at once: once is enough.
 E2E_PROXIES="$E2E_PROXIES" cargo test --quiet --test e2e -- --ignored --test-threads 3 proxies_ || failed=1
@@ -126,5 +175,15 @@ emulator_pid=$!
   cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" trust:: --skip emulator_) || failed=1
 kill "$emulator_pid" 2>/dev/null || true
 phase "tests of trust on the emulator"
+
+# The chart's pod on a real kubelet (containerd, runc) registered with the local control plane.
+if [ "$CONTAINER" = 1 ] && [ "${E2E_KUBELET:-1}" = 1 ] && [ "${E2E_EXISTING_CLUSTER:-}" != 1 ]; then
+  if ! KUBELET_PORT="$(free_port)" KUBELET_HEALTHZ_PORT="$(free_port)" bash hack/kubelet-node.sh up "$STATE/node" ||
+    ! KUBELET_METRICS_PORT="$(free_port)" bash hack/kubelet-node.sh pod "$STATE/node"; then
+    failed=1
+  fi
+  bash hack/kubelet-node.sh down "$STATE/node"
+  phase "the chart's pod on a real kubelet"
+fi
 [ "$failed" = 0 ] || log "the suite failed"
 exit "$failed"

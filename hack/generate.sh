@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the files derived from the Rust types: crds/*.yaml and the chart's CRD template.
-# With --check, fails if either is stale instead of writing it.
+# Regenerates the files derived from the Rust types: crds/*.yaml, the chart's CRD template, and the API
+# reference generated from every CRD in crds/ (docs/api-reference.md, by hack/api-docs.py).
+# With --check, fails if any is stale instead of writing it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -30,8 +31,11 @@ if [ "${1:-}" = --check ]; then
   check crds/litellmuser.yaml "$user_crd"
   check crds/litellmproxy.yaml "$proxy_crd"
   check charts/litellm-operator/templates/crd.yaml "$chart_crd"
+  # The reference is made from crds/ as committed, which the first check holds to the Rust types.
+  check docs/api-reference.md "$(python3 hack/api-docs.py --stdout)"
 else
   printf '%s\n' "$user_crd" > crds/litellmuser.yaml
   printf '%s\n' "$proxy_crd" > crds/litellmproxy.yaml
   printf '%s\n' "$chart_crd" > charts/litellm-operator/templates/crd.yaml
+  python3 hack/api-docs.py
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting and lints, unit tests, the generated-files check, and the
-# end-to-end suite on the real test bed (hack/e2e.sh). Prints how long each phase took.
+# The whole test suite, as CI runs it: formatting and lints, unit tests, the generated-files check (CRDs and
+# the API reference), the static build, the workflows and release rehearsal, and the end-to-end suite on the
+# real test bed (hack/e2e.sh: chart, image, Prometheus and alerts, GitOps CRDs). Prints how long each phase took.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -19,6 +20,9 @@ phase "generated files are fresh"
 
 bash hack/static-build.sh
 phase "static binary, built as the Dockerfile builds it"
+
+bash hack/release.sh check
+phase "workflows (actionlint) and the release steps rehearsed"
 
 bash hack/e2e.sh
 phase "end-to-end suite (with the chart checks)"

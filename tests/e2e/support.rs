@@ -290,9 +290,14 @@ impl Drop for TestNamespace {
     }
 }
 
-/// The operator binary as a real process, watching one namespace.
+/// The operator binary as a real process, watching one namespace. With `E2E_OPERATOR_IMAGE` set, the process
+/// runs in that container image instead, through `podman run` on the host network with the chart's security
+/// settings (`E2E_OPERATOR_PODMAN_FLAGS`, one flag per line, from `hack/image.sh flags`) and the kubeconfig
+/// mounted read-only; the arguments and environment are the same.
 pub struct Operator {
     child: Child,
+    /// The container's name in container mode.
+    container: Option<String>,
     pub log: PathBuf,
     /// Where its /metrics, /healthz and /readyz are served.
     pub http_port: u16,
@@ -341,7 +346,13 @@ impl Operator {
         let file = std::fs::File::create(&log).expect("operator log file");
         let http_port = free_port();
         let listen = format!("127.0.0.1:{http_port}");
-        let child = Command::new(env("OPERATOR_BIN"))
+        let kubeconfig =
+            std::env::var("OPERATOR_KUBECONFIG").or_else(|_| std::env::var("KUBECONFIG")).unwrap_or_default();
+        let (mut command, container) = match std::env::var("E2E_OPERATOR_IMAGE") {
+            Ok(image) => container_command(&image, namespace, &kubeconfig, &options),
+            Err(_) => (Command::new(env("OPERATOR_BIN")), None),
+        };
+        let child = command
             .args(["run", "--namespaces", namespace, "--resync-interval", "3s"])
             .args(
                 if options.extra_args.iter().any(|a| a == "--litellm-timeout") {
@@ -357,10 +368,7 @@ impl Operator {
             // would be a load no installation sees.
             .args(["--proxy-selector", &format!("litellm-operator.io/e2e-namespace={namespace}")])
             .args(&options.extra_args)
-            .env(
-                "KUBECONFIG",
-                std::env::var("OPERATOR_KUBECONFIG").or_else(|_| std::env::var("KUBECONFIG")).unwrap_or_default(),
-            )
+            .env("KUBECONFIG", if container.is_some() { CONTAINER_KUBECONFIG } else { &kubeconfig })
             .env("LITELLM_URL", &options.litellm_url)
             .env("LITELLM_MASTER_KEY", &options.master_key)
             .env("RUST_LOG", "info")
@@ -371,7 +379,7 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("start the operator binary");
-        Operator { child, log, http_port }
+        Operator { child, container, log, http_port }
     }
 
     /// GET on the operator's own HTTP server: status and body.
@@ -383,12 +391,21 @@ impl Operator {
 
     /// SIGTERM: a graceful shutdown.
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        match &self.container {
+            Some(name) => podman(&["kill", "--signal", "TERM", name]),
+            None => {
+                let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            }
+        }
         let _ = self.child.wait();
     }
 
     /// SIGKILL: the process dies at whatever line it is on.
     pub fn kill(&mut self) {
+        if let Some(name) = &self.container {
+            // `podman run` is only the client: the container is removed, which kills its process.
+            podman(&["rm", "--force", "--time", "0", "--ignore", name]);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -402,6 +419,36 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Where the kubeconfig is mounted in container mode.
+const CONTAINER_KUBECONFIG: &str = "/etc/litellm-operator/kubeconfig";
+
+/// `podman run` in front of the operator's arguments. The environment is passed by name only (`--env NAME`
+/// takes the value from podman's own environment), so the master key is not on a command line.
+fn container_command(
+    image: &str,
+    namespace: &str,
+    kubeconfig: &str,
+    options: &OperatorOptions,
+) -> (Command, Option<String>) {
+    let name = format!("e2e-operator-{namespace}-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut command = Command::new("podman");
+    command.args(["run", "--rm", "--pull=never", "--name", &name, "--network=host"]);
+    let flags = std::env::var("E2E_OPERATOR_PODMAN_FLAGS").unwrap_or_default();
+    assert!(flags.contains("--read-only"), "E2E_OPERATOR_PODMAN_FLAGS lacks the chart's settings: {flags:?}");
+    command.args(flags.lines().map(str::trim).filter(|f| !f.is_empty()));
+    command.args(["-v", &format!("{kubeconfig}:{CONTAINER_KUBECONFIG}:ro")]);
+    let names = ["KUBECONFIG", "LITELLM_URL", "LITELLM_MASTER_KEY", "RUST_LOG", "CLAIM_NAMESPACE"].into_iter();
+    for var in names.chain(options.env.iter().map(|(k, _)| k.as_str())) {
+        command.args(["--env", var]);
+    }
+    command.arg(image);
+    (command, Some(name))
+}
+
+fn podman(args: &[&str]) {
+    let _ = Command::new("podman").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 /// A TCP relay in front of the proxy that a test can stop and start, so the proxy seems to go away for one
