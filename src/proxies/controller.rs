@@ -84,7 +84,10 @@ pub async fn reconcile(proxy: Arc<LiteLLMProxy>, ctx: Arc<ProxyContext>) -> Resu
         Err(broken) => ("False", broken.reason, broken.message.clone()),
     };
     let previous = proxy.status.clone().unwrap_or_default().conditions;
-    status.conditions = vec![condition_of(&previous, state, reason, &message, proxy.metadata.generation)];
+    let generation = proxy.metadata.generation;
+    let ready =
+        conditions::condition(&previous, conditions::READY, state, reason, &message, generation, Timestamp::now());
+    status.conditions = vec![ready];
     if proxy.status.as_ref() != Some(&status) {
         let api: Api<LiteLLMProxy> = Api::all(ctx.kube.clone());
         let patch = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMProxy", "status": status });
@@ -196,29 +199,6 @@ fn parse_timeout(text: &str) -> Option<Duration> {
         "s" => Some(Duration::from_secs(number)),
         "m" => Some(Duration::from_secs(number * 60)),
         _ => None,
-    }
-}
-
-fn condition_of(
-    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == conditions::READY && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(Timestamp::now()));
-    Condition {
-        type_: conditions::READY.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time,
     }
 }
 

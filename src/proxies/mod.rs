@@ -145,13 +145,6 @@ impl Registry {
             defaults.sort();
         }
     }
-
-    /// Every usable proxy, for readiness and metrics.
-    pub fn all(&self) -> Vec<Arc<Proxy>> {
-        let mut all: Vec<Arc<Proxy>> = read(&self.ready).values().cloned().collect();
-        all.extend(self.flags.clone());
-        all
-    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -180,7 +180,8 @@ pub fn conditions(
     out
 }
 
-fn condition(
+/// A condition of this type and status, keeping its `lastTransitionTime` if the status did not change.
+pub fn condition(
     previous: &[Condition],
     type_: &str,
     status: &str,

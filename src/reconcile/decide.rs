@@ -611,16 +611,20 @@ fn spread(user: &LiteLLMUser, range: Duration) -> Duration {
 }
 
 fn requeue(f: &Facts, status: &LiteLLMUserStatus, outcome: &Outcome) -> Duration {
-    let mut wait = f.settings.resync;
-    if *outcome != Outcome::Ready {
-        return wait;
+    let wait = f.settings.resync;
+    match next_key_deadline(status) {
+        Some(at) if *outcome == Outcome::Ready => {
+            let until = Duration::try_from(at.duration_since(f.now)).unwrap_or_default();
+            wait.min(until.max(Duration::from_secs(1)))
+        }
+        _ => wait,
     }
+}
+
+/// The next moment a key needs the operator: a retiring key's revocation, or the next rotation.
+fn next_key_deadline(status: &LiteLLMUserStatus) -> Option<Timestamp> {
     let times = status.retiring_keys.iter().map(|k| k.revoke_at.as_str()).chain(status.next_rotation_at.as_deref());
-    for at in times.filter_map(|t| t.parse::<Timestamp>().ok()) {
-        let until = Duration::try_from(at.duration_since(f.now)).unwrap_or_default();
-        wait = wait.min(until.max(Duration::from_secs(1)));
-    }
-    wait
+    times.filter_map(|t| t.parse::<Timestamp>().ok()).min()
 }
 
 /// The first characters of a key hash, enough for a person to tell keys apart.
@@ -655,13 +659,13 @@ pub fn settled(
     if !in_sync || !secret_in_place || since >= window {
         return None;
     }
-    let mut wait = settings.resync - since;
-    let times = status.retiring_keys.iter().map(|k| k.revoke_at.as_str()).chain(status.next_rotation_at.as_deref());
-    for at in times.filter_map(|t| t.parse::<Timestamp>().ok()) {
-        let until = Duration::try_from(at.duration_since(now)).ok().filter(|d| !d.is_zero())?;
-        wait = wait.min(until);
+    let wait = settings.resync - since;
+    match next_key_deadline(status) {
+        Some(at) => {
+            Duration::try_from(at.duration_since(now)).ok().filter(|d| !d.is_zero()).map(|until| wait.min(until))
+        }
+        None => Some(wait),
     }
-    Some(wait)
 }
 
 #[cfg(test)]

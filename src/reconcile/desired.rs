@@ -215,11 +215,6 @@ pub fn create_body(spec: &LiteLLMUserSpec, user_id: &str, marker: &Value) -> Val
     Value::Object(body)
 }
 
-/// The static name of a spec field recorded in status (`status.unclearedFields`), if it is one.
-pub fn field_name(name: &str) -> Option<&'static str> {
-    fields(&LiteLLMUserSpec::default(), &UserRecord::default()).into_iter().map(|f| f.spec).find(|f| *f == name)
-}
-
 /// Spec fields that are set (and so managed by the operator), as recorded in `status.managedFields`.
 pub fn managed_fields(spec: &LiteLLMUserSpec) -> Vec<String> {
     let mut managed: Vec<String> = fields(spec, &UserRecord::default())

@@ -128,7 +128,7 @@ pub async fn world(
         && let Some(owner) = desired::marked_owner(&record.metadata)
         && owner != super::claim::holder(user)
     {
-        world.marked_owner_exists = resource_exists(ctx, owner).await?;
+        world.marked_owner_exists = resource(ctx, owner).await? != Found::Absent;
     }
     if user.spec.key.enabled {
         world.secret = secret(ctx, user, status).await?;
@@ -158,17 +158,10 @@ async fn claim(
     if claim.held_by(user) {
         return Ok(ClaimView::Ours);
     }
-    let alive = match claim.holder.split_once('/') {
-        Some((namespace, name)) => {
-            let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), namespace);
-            match api.get_opt(name).await {
-                Ok(found) => found.is_some_and(|holder| holder.uid().as_deref() == Some(claim.holder_uid.as_str())),
-                // Without the right to look (an operator watching only some namespaces), assume it exists.
-                Err(kube::Error::Api(status)) if status.code == 403 => true,
-                Err(err) => return Err(super::kube_err("look up the holder of a user id claim")(err)),
-            }
-        }
-        None => false,
+    let alive = match resource(ctx, &claim.holder).await? {
+        Found::Exists(uid) => uid.as_deref() == Some(claim.holder_uid.as_str()),
+        Found::Unknown => true,
+        Found::Absent => false,
     };
     Ok(if alive { ClaimView::Theirs { holder: claim.holder } } else { ClaimView::Stale(claim) })
 }
@@ -259,13 +252,23 @@ async fn namespace_labels(ctx: &Context, user: &LiteLLMUser) -> Result<Option<Na
     }
 }
 
-/// Whether the LiteLLMUser named `namespace/name` exists.
-async fn resource_exists(ctx: &Context, owner: &str) -> Result<bool, Error> {
-    let Some((namespace, name)) = owner.split_once('/') else { return Ok(false) };
+/// What the API server says of the LiteLLMUser named `namespace/name`.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// It exists, with this uid.
+    Exists(Option<String>),
+    Absent,
+    /// The operator may not look (it watches only some namespaces): taken to exist.
+    Unknown,
+}
+
+async fn resource(ctx: &Context, reference: &str) -> Result<Found, Error> {
+    let Some((namespace, name)) = reference.split_once('/') else { return Ok(Found::Absent) };
     let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), namespace);
     match api.get_opt(name).await {
-        Ok(found) => Ok(found.is_some()),
-        Err(kube::Error::Api(status)) if status.code == 403 => Ok(true),
-        Err(err) => Err(super::kube_err("look up the owner of a LiteLLM user")(err)),
+        Ok(Some(found)) => Ok(Found::Exists(found.uid())),
+        Ok(None) => Ok(Found::Absent),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Found::Unknown),
+        Err(err) => Err(super::kube_err("look up another LiteLLMUser")(err)),
     }
 }

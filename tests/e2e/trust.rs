@@ -21,6 +21,12 @@ use crate::{
 };
 use litellm_operator::reconcile::keys::key_hash;
 
+/// Whether the resource's Ready condition is True right now.
+async fn is_ready(ns: &TestNamespace, name: &str) -> bool {
+    let user = ns.users().get_opt(name).await.ok().flatten();
+    user.and_then(|u| u.status).is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Writes `value` into the Secret's key, as a tenant with edit rights on Secrets can.
 async fn overwrite_key(ns: &TestNamespace, secret: &str, value: &str) {
     let patch = json!({ "data": { "LITELLM_API_KEY": ByteString(value.as_bytes().to_vec()) } });
@@ -206,16 +212,8 @@ async fn two_namespaces_racing_for_one_user_id_never_both_win() {
     let spec = json!({ "userId": user_id });
     tokio::join!(a.apply("mine", spec.clone()), b.apply("mine", spec.clone()));
     let both_ready = Arc::new(AtomicBool::new(false));
-    let ready = |ns: &TestNamespace| {
-        let users = ns.users();
-        async move {
-            let user = users.get_opt("mine").await.ok().flatten();
-            user.and_then(|u| u.status)
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        }
-    };
     let winner = wait_for("one of the two to win", DEADLINE, || async {
-        let (in_a, in_b) = tokio::join!(ready(&a), ready(&b));
+        let (in_a, in_b) = tokio::join!(is_ready(&a, "mine"), is_ready(&b, "mine"));
         if in_a && in_b {
             both_ready.store(true, Ordering::Relaxed);
         }
@@ -230,7 +228,7 @@ async fn two_namespaces_racing_for_one_user_id_never_both_win() {
     lost.wait_reason("mine", "OwnedByAnotherResource").await;
     // Watch a little longer for the loser ever becoming Ready too.
     for _ in 0..15 {
-        let (in_a, in_b) = tokio::join!(ready(&a), ready(&b));
+        let (in_a, in_b) = tokio::join!(is_ready(&a, "mine"), is_ready(&b, "mine"));
         assert!(!(in_a && in_b), "both resources Ready for one user id");
         tokio::time::sleep(Duration::from_millis(200)).await; // sampling, not synchronisation
     }
@@ -443,15 +441,7 @@ async fn emulator_held_user_new_calls_cannot_make_two_winners() {
         let spec = json!({ "userId": user_id });
         tokio::join!(a.apply("mine", spec.clone()), b.apply("mine", spec.clone()));
         let (won, lost) = wait_for("a winner", DEADLINE, || async {
-            let ready = |ns: &TestNamespace| {
-                let users = ns.users();
-                async move {
-                    let user = users.get_opt("mine").await.ok().flatten();
-                    user.and_then(|u| u.status)
-                        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                }
-            };
-            match tokio::join!(ready(&a), ready(&b)) {
+            match tokio::join!(is_ready(&a, "mine"), is_ready(&b, "mine")) {
                 (true, false) => Some((&a, &b)),
                 (false, true) => Some((&b, &a)),
                 (true, true) => panic!("{generation:?}: both resources Ready for one user id"),
