@@ -23,6 +23,12 @@ use litellm_operator::crd::LiteLLMUser;
 use serde_json::{Value, json};
 
 const RESYNC: Duration = Duration::from_secs(60);
+/// How long the restart is watched: the figure the scale issue names ("the first 5 minutes").
+fn restart_window() -> Duration {
+    let seconds = std::env::var("BENCH_RESTART_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    Duration::from_secs(seconds)
+}
+static PROFILE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 struct Operator {
     child: Child,
@@ -30,20 +36,28 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(namespace: &str, emulator: &Emulator) -> Operator {
+    fn start(namespace: &str, emulator: &Emulator, resync: Option<Duration>) -> Operator {
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18090);
         let log = std::fs::File::create(std::env::temp_dir().join(format!("bench-operator-{namespace}.log")))
             .expect("log file");
-        let child = Command::new(std::env::var("OPERATOR_BIN").expect("OPERATOR_BIN: the release operator binary"))
-            .args(["run", "--namespaces", namespace, "--resync-interval", &format!("{}s", RESYNC.as_secs())])
+        let mut command =
+            Command::new(std::env::var("OPERATOR_BIN").expect("OPERATOR_BIN: the release operator binary"));
+        command
+            .args(["run", "--namespaces", namespace])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--litellm-url", &emulator.url()])
             .env("LITELLM_MASTER_KEY", emulator.master_key())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the operator");
+            .env("CLAIM_NAMESPACE", namespace)
+            .env("RUST_LOG", "warn");
+        if let Some(resync) = resync {
+            command.args(["--resync-interval", &format!("{}s", resync.as_secs())]);
+        }
+        // A heap profile per run when the binary is built with `--features dhat-heap` (BENCH_PROFILE=1).
+        if let Ok(dir) = std::env::var("BENCH_PROFILE_DIR") {
+            let run = PROFILE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            command.env("DHAT_OUT", format!("{dir}/dhat-{namespace}-{run}.json"));
+        }
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().expect("start the operator");
         Operator { child, port }
     }
 
@@ -78,7 +92,16 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// SIGTERM, as Kubernetes stops a pod, so that a heap profile is written; SIGKILL after a minute.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -101,7 +124,7 @@ async fn api_writes(client: &Client) -> BTreeMap<String, f64> {
             continue;
         }
         let resource = label("resource");
-        if !matches!(resource.as_str(), "litellmusers" | "secrets" | "events") {
+        if !matches!(resource.as_str(), "litellmusers" | "secrets" | "events" | "leases") {
             continue;
         }
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
@@ -160,7 +183,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": namespace } })).expect("namespace");
     namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
     let users: Api<LiteLLMUser> = Api::namespaced(client.clone(), &namespace);
-    let operator = Operator::start(&namespace, &emulator);
+    let operator = Operator::start(&namespace, &emulator, Some(RESYNC));
     operator.wait_ready().await;
 
     // Creation: apply `size` users, wait until all are Ready.
@@ -222,6 +245,16 @@ async fn run_size(client: &Client, size: usize) -> Value {
     latencies.sort_by(f64::total_cmp);
     drop(operator);
 
+    // A restart with every user in sync, at the default resync interval: what the first minutes cost.
+    let (calls_before, writes_before) = (calls(&emulator), api_writes(client).await);
+    let operator = Operator::start(&namespace, &emulator, None);
+    operator.wait_ready().await;
+    tokio::time::sleep(restart_window()).await;
+    let restart_calls = delta(&calls(&emulator), &calls_before);
+    let restart_writes = delta(&api_writes(client).await, &writes_before);
+    let (_, rss_restart) = operator.usage();
+    drop(operator);
+
     let per_user = |m: &BTreeMap<String, f64>| m.values().sum::<f64>() / size as f64;
     let result = json!({
         "users": size,
@@ -240,6 +273,11 @@ async fn run_size(client: &Client, size: usize) -> Value {
         "steady_litellm_calls_per_user": per_user(&steady_calls),
         "steady_litellm_calls": steady_calls,
         "steady_k8s_writes": steady_writes.values().sum::<f64>(),
+        "restart_window_seconds": restart_window().as_secs(),
+        "restart_litellm_calls_per_100_users": per_user(&restart_calls) * 100.0,
+        "restart_litellm_calls": restart_calls,
+        "restart_k8s_writes": restart_writes.values().sum::<f64>(),
+        "restart_peak_rss_mib": rss_restart,
         "single_apply_ready_ms_p50": percentile(&latencies, 0.5),
         "single_apply_ready_ms_p99": percentile(&latencies, 0.99),
     });

@@ -217,8 +217,17 @@ fn crd_yaml(only: Option<&str>) -> Result<String, MainError> {
     Ok(documents.join("---\n"))
 }
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Written when main returns (after a SIGTERM), to the file DHAT_OUT names.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(std::env::var("DHAT_OUT").unwrap_or_else(|_| "dhat-heap.json".into()))
+        .build();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd { file } => crd_yaml(file.as_deref()).map(|yaml| print!("{yaml}")),

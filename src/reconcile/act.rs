@@ -53,7 +53,7 @@ pub async fn run(
                 info!(user_id, "claimed the LiteLLM user id");
                 Acted::Again(Hints { claimed: true, ..Hints::default() })
             }
-            Claimed::Lost => Acted::Again(Hints::default()),
+            Claimed::Lost => Acted::Again(Hints { claim_taken: true, ..Hints::default() }),
         });
     }
 
@@ -72,7 +72,9 @@ pub async fn run(
                     .map(|a| *a);
             }
             Created::Conflict { message } => {
-                return Ok(Acted::Again(Hints { claimed: true, read_proxy: true, create_conflict: Some(message) }));
+                let learned =
+                    Hints { claimed: true, read_proxy: true, create_conflict: Some(message), claim_taken: false };
+                return Ok(Acted::Again(learned));
             }
         }
         if plan.look_after_create {

@@ -55,6 +55,10 @@ pub const FINALIZER: &str = "litellm-operator.io/cleanup";
 pub const FIELD_MANAGER: &str = "litellm-operator";
 /// Rounds of observe → decide → act in one reconcile: claim, create, read back, and one to spare.
 const MAX_ROUNDS: usize = 5;
+/// How long the operator trusts its memory of its own last writes over a watch cache that has not caught up
+/// with them yet. The watch event of each write is on its way and triggers another look; this bound only
+/// matters when that write was undone in the meantime.
+const ECHO_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,9 +116,30 @@ pub struct Context {
     secret_stores: Vec<Store<PartialObjectMeta<Secret>>>,
     /// Consecutive failures per resource, for exponential backoff; cleared on success.
     failures: Mutex<HashMap<ObjectRef<LiteLLMUser>, u32>>,
-    /// When each resource was last found in sync: watch events caused by the operator's own writes (and any
-    /// other event that leaves the spec alone) need no work until the next resync.
-    last_in_sync: Mutex<HashMap<ObjectRef<LiteLLMUser>, Instant>>,
+    /// When each resource was last found in sync, and what the operator last wrote for it: watch events caused
+    /// by the operator's own writes (and any other event that leaves the spec alone) need no work until the next
+    /// resync.
+    last_in_sync: Mutex<HashMap<ObjectRef<LiteLLMUser>, InSync>>,
+}
+
+/// A resource found in sync, as the operator left it.
+#[derive(Clone, Copy, Debug)]
+struct InSync {
+    at: Instant,
+    /// The generation it was in sync at.
+    generation: Option<i64>,
+    /// Fingerprint of the status as the API server stored it.
+    status: u64,
+    /// Fingerprint of the key Secret's resourceVersion, when this reconcile wrote the Secret.
+    secret_written: Option<u64>,
+}
+
+/// A compact fingerprint, so that the memory of 100,000 resources stays small.
+fn fingerprint<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Context {
@@ -156,23 +181,33 @@ impl Context {
         self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&ObjectRef::from_obj(user));
     }
 
-    fn since_in_sync(&self, user: &LiteLLMUser) -> Option<Duration> {
+    fn in_sync(&self, user: &LiteLLMUser) -> Option<InSync> {
         let last = self.last_in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        last.get(&ObjectRef::from_obj(user)).map(Instant::elapsed)
+        last.get(&ObjectRef::from_obj(user)).copied()
     }
 
-    fn remember_in_sync(&self, user: &LiteLLMUser, in_sync: bool) {
+    /// Remembers (or forgets) that `user` is in sync with `status` as stored, and the Secret version this
+    /// reconcile wrote, if any.
+    fn remember_in_sync(&self, user: &LiteLLMUser, status: Option<&LiteLLMUserStatus>, secret_written: Option<&str>) {
         let mut last = self.last_in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match in_sync {
-            true => last.insert(ObjectRef::from_obj(user), Instant::now()),
-            false => last.remove(&ObjectRef::from_obj(user)),
+        match status {
+            Some(status) => last.insert(
+                ObjectRef::from_obj(user),
+                InSync {
+                    at: Instant::now(),
+                    generation: user.metadata.generation,
+                    status: fingerprint(status),
+                    secret_written: secret_written.map(fingerprint),
+                },
+            ),
+            None => last.remove(&ObjectRef::from_obj(user)),
         };
     }
 
     /// Drops everything remembered about a resource that is gone.
     fn forget(&self, user: &LiteLLMUser) {
         self.forget_failures(user);
-        self.remember_in_sync(user, false);
+        self.remember_in_sync(user, None, None);
         self.metrics.forget_resource(&user.namespace().unwrap_or_default(), &user.name_any());
     }
 }
@@ -186,7 +221,7 @@ pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Acti
     let adds_finalizer = user.meta().deletion_timestamp.is_none() && !user.finalizers().iter().any(|f| f == FINALIZER);
     let mut result = finalizer(&api, FINALIZER, user.clone(), |event| async {
         match event {
-            finalizer::Event::Apply(user) => apply(&user, &ctx).await,
+            finalizer::Event::Apply(user) => apply(&user, &ctx, false).await,
             finalizer::Event::Cleanup(user) => cleanup(&user, &ctx).await,
         }
     })
@@ -195,10 +230,12 @@ pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Acti
     if adds_finalizer && result.is_ok() {
         // The finalizer helper only adds the finalizer and waits for the watch to bring the object back. The
         // finalizer is in place now, so carry on with the object as it is: a new resource is ready one watch
-        // round trip sooner, and the event that brings it back finds it in sync.
+        // round trip sooner, and the event that brings it back finds it in sync. The patch that added the
+        // finalizer succeeded, so the resource exists, and no earlier reconcile of it got past that step: the
+        // cached status cannot be missing a write of the operator's, and there is no need to read it again.
         let mut with_finalizer = (*user).clone();
         with_finalizer.finalizers_mut().push(FINALIZER.to_owned());
-        result = apply(&with_finalizer, &ctx).await;
+        result = apply(&with_finalizer, &ctx, true).await;
     }
     ctx.metrics.reconciled(result.is_ok(), started.elapsed());
     result
@@ -218,17 +255,37 @@ pub fn error_policy(user: Arc<LiteLLMUser>, err: &Error, ctx: Arc<Context>) -> A
     Action::requeue(ctx.next_backoff(&user, at_least))
 }
 
-async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
+/// `current`: the resource is known to be as the API server has it (it was just patched), so it need not be
+/// read again before anything is created for it.
+async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Action, Error> {
     let previous = user.status.clone().unwrap_or_default();
-    let secret_version = ctx
+    let mut secret_version = ctx
         .secret_meta(user, &user.key_secret_name())
         .filter(|meta| keys::controlled_by(&meta.metadata, user))
         .and_then(|meta| meta.metadata.resource_version.clone());
-    let since = ctx.since_in_sync(user);
+    let in_sync = ctx.in_sync(user);
+    let mut echo_wait = None;
+    if let Some(seen) = in_sync.filter(|seen| seen.at.elapsed() < ECHO_WAIT) {
+        let remaining = ECHO_WAIT - seen.at.elapsed();
+        // The cache still shows the resource from before the operator's own last status write: the event of
+        // that write is on its way, and brings the resource as the operator left it.
+        if seen.generation == user.metadata.generation && fingerprint(&previous) != seen.status {
+            return Ok(Action::requeue(remaining));
+        }
+        // Likewise the Secret the operator has just written, when the Secret cache does not have it yet.
+        let recorded = previous.key_secret_version.as_deref();
+        if secret_version.as_deref() != recorded
+            && seen.secret_written.is_some_and(|v| Some(v) == recorded.map(fingerprint))
+        {
+            secret_version = recorded.map(str::to_owned);
+            echo_wait = Some(remaining);
+        }
+    }
+    let since = in_sync.map(|seen| seen.at.elapsed());
     if let Some(wait) =
         decide::settled(user, &previous, secret_version.as_deref(), since, Timestamp::now(), &ctx.settings)
     {
-        return Ok(Action::requeue(wait));
+        return Ok(Action::requeue(echo_wait.map_or(wait, |echo| wait.min(echo))));
     }
 
     let fresh = FreshKey::generate().map_err(Error::Random)?;
@@ -246,7 +303,7 @@ async fn apply(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
     if let Some(old) = previous.proxy.as_deref().filter(|old| *old != proxy.name) {
         move_off(user, ctx, old, &mut written).await?;
     }
-    let (status, outcome, requeue) = match converge(user, ctx, &proxy, &fresh, &mut written).await {
+    let (status, outcome, requeue) = match converge(user, ctx, &proxy, &fresh, &mut written, current).await {
         // The resource is gone or going; its deletion (if any) runs as a reconcile of its own.
         Ok(None) => return Ok(Action::await_change()),
         Ok(Some(plan)) => {
@@ -286,10 +343,15 @@ async fn finish(
         ctx.events
             .publish(user, &Note { warning: true, reason: outcome.reason().as_str(), text: outcome.message().into() });
     }
-    if status != *written {
-        write_status(ctx, user, &status).await?;
-    }
-    ctx.remember_in_sync(user, outcome == Outcome::Ready);
+    let stored = match status != *written {
+        true => write_status(ctx, user, &status).await?,
+        false => None,
+    };
+    let secret_written = (status.key_secret_version != previous.key_secret_version)
+        .then_some(status.key_secret_version.as_deref())
+        .flatten();
+    let in_sync = (outcome == Outcome::Ready).then(|| stored.as_ref().unwrap_or(&status));
+    ctx.remember_in_sync(user, in_sync, secret_written);
     ctx.metrics.observe_resource(
         &user.namespace().unwrap_or_default(),
         &user.name_any(),
@@ -328,9 +390,10 @@ async fn converge(
     proxy: &Proxy,
     fresh: &FreshKey,
     written: &mut LiteLLMUserStatus,
+    current: bool,
 ) -> Result<Option<Box<decide::Plan>>, Error> {
     let mut hints = Hints::default();
-    let mut read_latest = false;
+    let mut read_latest = current;
     for _ in 0..MAX_ROUNDS {
         let status = written.clone();
         let world = observe::world(ctx, proxy, user, &status, &hints).await?;
@@ -414,15 +477,21 @@ fn failed_status(user: &LiteLLMUser, written: &LiteLLMUserStatus, outcome: &Outc
     status
 }
 
-/// Writes the resource's status with server-side apply, as the operator's one field manager.
-async fn write_status(ctx: &Context, user: &LiteLLMUser, status: &LiteLLMUserStatus) -> Result<(), Error> {
+/// Writes the resource's status with server-side apply, as the operator's one field manager. Returns the
+/// status as the API server stored it.
+async fn write_status(
+    ctx: &Context,
+    user: &LiteLLMUser,
+    status: &LiteLLMUserStatus,
+) -> Result<Option<LiteLLMUserStatus>, Error> {
     let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
     let patch = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "status": status });
-    api.patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    let stored = api
+        .patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(kube_err("write status"))?;
-    Ok(())
+    Ok(stored.status)
 }
 
 /// Runs when the resource is deleted: deletes the LiteLLM user (and with it every key) unless the policy is

@@ -95,6 +95,8 @@ pub struct Hints {
     pub create_conflict: Option<String>,
     /// This reconcile won the claim.
     pub claimed: bool,
+    /// Creating the claim failed because it exists: read it to learn whose it is.
+    pub claim_taken: bool,
 }
 
 pub async fn world(
@@ -153,6 +155,11 @@ async fn claim(
     // The status is written only by the operator, and only after the claim was won.
     if hints.claimed || status.user_id.as_deref() == Some(user_id) {
         return Ok(ClaimView::Ours);
+    }
+    // A resource the operator has never reported on is almost always new, and so is its user id: try to
+    // create the claim straight away (the create is the arbiter either way) and read it only when it exists.
+    if status.conditions.is_empty() && status.user_id.is_none() && !hints.claim_taken {
+        return Ok(ClaimView::Free);
     }
     let Some(claim) = proxy.claims.read(user_id).await? else { return Ok(ClaimView::Free) };
     if claim.held_by(user) {

@@ -124,6 +124,10 @@ fn not_found() -> Value {
     json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" })
 }
 
+fn already_exists() -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists" })
+}
+
 fn lease(holder: &str, uid: &str) -> Value {
     json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -147,9 +151,7 @@ async fn a_new_resource_gets_the_finalizer_then_claims_its_user_id_before_callin
     let task = tokio::spawn(reconcile(Arc::new(fresh.clone()), ctx));
     let patch = expect(&mut api, Method::PATCH, USER_PATH, 200, serde_json::to_value(&fresh).unwrap()).await;
     assert!(patch.to_string().contains(FINALIZER), "{patch}");
-    expect(&mut api, Method::GET, LEASES, 404, not_found()).await;
-    // Read fresh before claiming: the cache may still show a resource that is already gone.
-    expect(&mut api, Method::GET, USER_PATH, 200, serde_json::to_value(user(json!({}))).unwrap()).await;
+    // Just patched, so known to exist as it is; brand new, so the claim is created without reading it first.
     let claim = expect(&mut api, Method::POST, LEASES, 201, lease("team-a/alice", "uid-1")).await;
     assert_eq!(claim["spec"]["holderIdentity"], "team-a/alice");
     assert_eq!(claim["metadata"]["annotations"]["litellm-operator.io/user-id"], "team-a.alice");
@@ -171,6 +173,8 @@ async fn a_user_id_claimed_by_a_live_resource_is_left_alone() {
     let (ctx, mut api) = context();
     let contender = user(json!({ "userId": "team-a.shared" }));
     let task = tokio::spawn(reconcile(Arc::new(contender.clone()), ctx));
+    expect(&mut api, Method::GET, USER_PATH, 200, serde_json::to_value(&contender).unwrap()).await;
+    expect(&mut api, Method::POST, LEASES, 409, already_exists()).await;
     expect(&mut api, Method::GET, LEASES, 200, lease("team-b/bob", "uid-2")).await;
     let mut bob = user(json!({}));
     bob.metadata.uid = Some("uid-2".into());
@@ -199,6 +203,8 @@ async fn a_user_id_claimed_by_a_live_resource_is_left_alone() {
 async fn a_claim_whose_holder_is_gone_is_taken_over_with_its_resource_version() {
     let (ctx, mut api) = context();
     let task = tokio::spawn(reconcile(Arc::new(user(json!({ "userId": "team-a.shared" }))), ctx));
+    expect(&mut api, Method::GET, USER_PATH, 200, serde_json::to_value(user(json!({}))).unwrap()).await;
+    expect(&mut api, Method::POST, LEASES, 409, already_exists()).await;
     expect(&mut api, Method::GET, LEASES, 200, lease("team-b/bob", "uid-2")).await;
     expect(
         &mut api,
@@ -208,7 +214,6 @@ async fn a_claim_whose_holder_is_gone_is_taken_over_with_its_resource_version() 
         not_found(),
     )
     .await;
-    expect(&mut api, Method::GET, USER_PATH, 200, serde_json::to_value(user(json!({}))).unwrap()).await;
     let replaced = expect(&mut api, Method::PUT, LEASES, 200, lease("team-a/alice", "uid-1")).await;
     assert_eq!(replaced["metadata"]["resourceVersion"], "7", "only one writer can win the take-over");
     assert_eq!(replaced["spec"]["holderIdentity"], "team-a/alice");
@@ -266,7 +271,7 @@ fn synced() -> (LiteLLMUser, Secret) {
 async fn a_reconcile_that_finds_nothing_to_do_makes_no_request_at_all() {
     let (synced, secret) = synced();
     let (ctx, mut api) = context_with(&[secret]);
-    ctx.remember_in_sync(&synced, true);
+    ctx.remember_in_sync(&synced, synced.status.as_ref(), None);
     let action = reconcile(Arc::new(synced), ctx.clone()).await.unwrap();
     assert_ne!(action, Action::await_change(), "it waits for the next resync");
     no_more_requests(&mut api).await;
@@ -277,7 +282,7 @@ async fn a_secret_changed_by_someone_is_looked_at() {
     let (synced, mut secret) = synced();
     secret.metadata.resource_version = Some("56".into());
     let (ctx, mut api) = context_with(&[secret.clone()]);
-    ctx.remember_in_sync(&synced, true);
+    ctx.remember_in_sync(&synced, synced.status.as_ref(), None);
     let task = tokio::spawn(reconcile(Arc::new(synced), ctx.clone()));
     // The proxy is unreachable, so the look ends there; what matters is that it happens.
     let status_path = format!("{USER_PATH}/status");
@@ -341,8 +346,39 @@ fn a_lease_parses_as_a_claim() {
 async fn nothing_is_claimed_for_a_resource_that_is_already_gone() {
     let (ctx, mut api) = context();
     let task = tokio::spawn(reconcile(Arc::new(user(json!({}))), ctx));
-    expect(&mut api, Method::GET, LEASES, 404, not_found()).await;
+    // The cache still shows it; the API server no longer has it.
     expect(&mut api, Method::GET, USER_PATH, 404, not_found()).await;
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
     no_more_requests(&mut api).await;
+}
+
+#[tokio::test]
+async fn the_echo_of_the_operators_own_status_write_waits_for_the_cache_to_catch_up() {
+    let (synced, secret) = synced();
+    let (ctx, mut api) = context_with(&[secret]);
+    ctx.remember_in_sync(&synced, synced.status.as_ref(), None);
+    // The watch brings an event for the resource before it brings the operator's status write.
+    let mut stale = synced.clone();
+    stale.status = Some(LiteLLMUserStatus { user_id: Some("team-a.alice".into()), ..Default::default() });
+    let action = reconcile(Arc::new(stale), ctx.clone()).await.unwrap();
+    assert_ne!(action, Action::await_change());
+    no_more_requests(&mut api).await;
+}
+
+#[tokio::test]
+async fn a_secret_the_operator_has_just_written_is_trusted_before_the_cache_has_it() {
+    let (synced, _) = synced();
+    let (ctx, mut api) = context_with(&[]);
+    ctx.remember_in_sync(&synced, synced.status.as_ref(), Some("55"));
+    let action = reconcile(Arc::new(synced.clone()), ctx.clone()).await.unwrap();
+    assert_ne!(action, Action::await_change());
+    no_more_requests(&mut api).await;
+
+    // Without that memory, a Secret missing from the cache is looked at.
+    let (ctx, mut api) = context_with(&[]);
+    ctx.remember_in_sync(&synced, synced.status.as_ref(), None);
+    let task = tokio::spawn(reconcile(Arc::new(synced), ctx.clone()));
+    let next = tokio::time::timeout(Duration::from_secs(5), api.next_request()).await;
+    assert!(next.is_ok_and(|request| request.is_some()), "it looks at the world again");
+    task.abort();
 }
