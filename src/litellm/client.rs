@@ -185,10 +185,13 @@ impl LiteLlmClient {
     }
 
     /// `GET /key/list`, one page of full key records.
-    pub async fn key_list(&self, page: i64, size: i64) -> Result<KeyListPage, ApiError> {
+    pub async fn key_list(&self, page: i64, size: i64, user_id: Option<&str>) -> Result<KeyListPage, ApiError> {
         const EP: &str = "/key/list";
         let (page, size) = (page.to_string(), size.to_string());
-        let query = [("page", page.as_str()), ("size", &size), ("return_full_object", "true")];
+        let mut query = vec![("page", page.as_str()), ("size", &size), ("return_full_object", "true")];
+        if let Some(user_id) = user_id {
+            query.push(("user_id", user_id));
+        }
         let body = self.call(EP, Method::GET, &query, None).await?;
         parse(EP, &body)
     }

@@ -10,4 +10,4 @@ mod types;
 
 pub use client::{ClientBuildError, ClientConfig, Created, Generation, LiteLlmClient, MasterKey};
 pub use error::{ApiError, ErrorClass};
-pub use types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord};
+pub use types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord, parse_time};

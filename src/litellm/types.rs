@@ -81,6 +81,9 @@ pub struct KeyRecord {
     pub aliases: Map<String, Value>,
     #[serde(default, deserialize_with = "null_default")]
     pub expires: Option<String>,
+    /// When the proxy stored the key (its own clock).
+    #[serde(default, deserialize_with = "null_default")]
+    pub created_at: Option<String>,
 }
 
 /// `GET /user/list`.
@@ -152,6 +155,11 @@ fn lenient_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>
         Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64)),
         _ => None,
     })
+}
+
+/// LiteLLM's timestamps: RFC 3339, sometimes without an offset (then UTC).
+pub fn parse_time(text: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    text.parse().ok().or_else(|| format!("{text}Z").parse().ok())
 }
 
 #[cfg(test)]

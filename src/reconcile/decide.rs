@@ -526,12 +526,7 @@ fn next_rotation(f: &Facts, issued: Timestamp) -> Option<Timestamp> {
 }
 
 fn expired(key: &KeyRecord, now: Timestamp) -> bool {
-    key.expires.as_deref().and_then(parse_litellm_time).is_some_and(|at| at <= now)
-}
-
-/// LiteLLM's timestamps: RFC 3339, sometimes without an offset (then UTC).
-fn parse_litellm_time(text: &str) -> Option<Timestamp> {
-    text.parse::<Timestamp>().ok().or_else(|| format!("{text}Z").parse().ok())
+    key.expires.as_deref().and_then(crate::litellm::parse_time).is_some_and(|at| at <= now)
 }
 
 /// A duration as the spec writes it: a whole number and one of `s`, `m`, `h`, `d`, `w`.

@@ -6,23 +6,29 @@
 //! or is older than the operator's last change to the user, the reconciler reads the user itself: a stale or
 //! partial snapshot costs a call, never a wrong write. A page that keeps failing leaves its users out of the
 //! snapshot (they are read one by one) instead of failing every resync.
+//!
+//! Keys are read in full only every [`FULL_KEY_READING_EVERY`] refreshes. In between, only the newest keys are
+//! read (`/key/list` is newest first) and added to what the last snapshot knew; `/user/list` tells how many
+//! keys each user has (`key_count`), so a user whose keys were deleted, or who has keys the reading missed,
+//! is read again on its own. A key swapped on the proxy is a new key, so it is seen at the next refresh; what
+//! waits for the next full reading is only an edit of an existing key (its aliases or expiry).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
 use futures::{StreamExt, stream};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::desired;
-use crate::litellm::{ApiError, KeyRecord, LiteLlmClient, UserRecord};
+use crate::litellm::{ApiError, KeyRecord, LiteLlmClient, UserRecord, parse_time};
 
 /// Users or keys per page: the most LiteLLM allows.
 const PAGE_SIZE: i64 = 100;
@@ -32,6 +38,15 @@ const CONCURRENT_PAGES: usize = 4;
 const PAGE_TRIES: u32 = 3;
 /// How long a reconcile waits for the first snapshot before reading the user itself.
 const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+/// Every this many refreshes, every key is read; the others read only keys newer than the last snapshot's.
+pub const FULL_KEY_READING_EVERY: u64 = 12;
+/// Keys created up to this long before the last snapshot began are read again: the proxy stamps a key before
+/// its transaction commits, so keys do not become visible in `created_at` order, and the proxy's clock is not
+/// the operator's. (A key stamped by a proxy whose clock is behind by more than this is only seen at the next
+/// reading of every key, or when it makes its user's key count not add up.)
+const KEY_OVERLAP: SignedDuration = SignedDuration::from_secs(300);
+/// Users whose keys are read one by one in a refresh, at most; the rest are left to their reconciles.
+const USERS_READ_ALONE: usize = 200;
 
 /// A managed user as the snapshot saw it.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +59,8 @@ struct Snapshot {
     /// When the reading began: everything in it is at least this recent.
     taken: Timestamp,
     users: HashMap<String, Entry>,
+    /// Whether it holds every key of its users, so that the next snapshot may read only newer keys.
+    keys_complete: bool,
 }
 
 pub struct Directory {
@@ -53,15 +70,31 @@ pub struct Directory {
     refreshed: watch::Sender<u64>,
     /// Whether a refresh task runs at all; without one there is no snapshot to wait for.
     running: AtomicBool,
+    /// Users the operator manages without its mark in their metadata (adopted ones): looked up, so kept.
+    unmarked: Mutex<HashSet<String>>,
+    key_overlap: SignedDuration,
 }
 
 impl Default for Directory {
     fn default() -> Self {
-        Directory { snapshot: RwLock::new(None), refreshed: watch::channel(0).0, running: AtomicBool::new(false) }
+        Directory {
+            snapshot: RwLock::new(None),
+            refreshed: watch::channel(0).0,
+            running: AtomicBool::new(false),
+            unmarked: Mutex::default(),
+            key_overlap: KEY_OVERLAP,
+        }
     }
 }
 
 impl Directory {
+    /// A directory that reads again the keys created up to `key_overlap` before its last snapshot began
+    /// (default 5 minutes).
+    pub fn with_key_overlap(key_overlap: Duration) -> Self {
+        let key_overlap = SignedDuration::try_from(key_overlap).unwrap_or(KEY_OVERLAP);
+        Directory { key_overlap, ..Directory::default() }
+    }
+
     /// The user as a snapshot taken after `newer_than` and at most `max_age` ago saw it. Waits (a bounded
     /// time) for the first snapshot after start-up, which saves one call per resource on every restart.
     pub async fn lookup(&self, user_id: &str, newer_than: Option<Timestamp>, max_age: Duration) -> Option<Entry> {
@@ -70,9 +103,14 @@ impl Directory {
             let _ = tokio::time::timeout(FIRST_SNAPSHOT_WAIT, ticks.wait_for(|count| *count > 0)).await;
         }
         let snapshot = self.current()?;
+        let found = snapshot.users.get(user_id).cloned();
+        if found.is_none() {
+            // Perhaps a user the operator manages without its mark: look for it from the next refresh on.
+            self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(user_id.to_owned());
+        }
         let fresh = Timestamp::now().duration_since(snapshot.taken) <= max_age.try_into().ok()?;
         let after_change = newer_than.is_none_or(|changed| snapshot.taken > changed);
-        (fresh && after_change).then(|| snapshot.users.get(user_id).cloned()).flatten()
+        found.filter(|_| fresh && after_change)
     }
 
     /// How many managed users the last snapshot saw.
@@ -87,8 +125,9 @@ impl Directory {
     /// Refreshes the snapshot every `interval`, for as long as the process runs.
     pub async fn run(self: Arc<Self>, litellm: LiteLlmClient, interval: Duration) {
         self.running.store(true, Ordering::Relaxed);
-        loop {
-            if let Err(err) = self.refresh(&litellm).await {
+        for refresh in 0u64.. {
+            let every_key = refresh % FULL_KEY_READING_EVERY == 0;
+            if let Err(err) = self.refresh(&litellm, every_key).await {
                 warn!(error = %err, "could not list LiteLLM users; resyncs read users one by one");
             }
             self.refreshed.send_modify(|count| *count += 1);
@@ -96,39 +135,147 @@ impl Directory {
         }
     }
 
-    async fn refresh(&self, litellm: &LiteLlmClient) -> Result<(), ApiError> {
+    /// Takes one snapshot: every key when `every_key`, else only keys newer than the last snapshot's.
+    pub async fn refresh(&self, litellm: &LiteLlmClient, every_key: bool) -> Result<(), ApiError> {
         let taken = Timestamp::now();
         let users = all_pages(|page| async move {
             let listed = litellm.user_list(page, PAGE_SIZE).await?;
             Ok((listed.users, listed.total_pages))
         })
         .await?;
-        let mut managed: HashMap<String, Entry> = users
-            .items
-            .into_iter()
-            .filter(|user| user.metadata.contains_key(desired::OWNER_METADATA_KEY))
-            .filter_map(|record| Some((record.user_id.clone()?, Entry { record, keys: Vec::new() })))
-            .collect();
-        let keys = all_pages(|page| async move {
-            let listed = litellm.key_list(page, PAGE_SIZE).await?;
-            Ok((listed.keys, listed.total_pages))
+        let unmarked = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let mut listed_unmarked = HashSet::new();
+        let mut managed: HashMap<String, Entry> = HashMap::new();
+        for record in users.items {
+            let Some(user_id) = record.user_id.clone() else { continue };
+            let marked = record.metadata.contains_key(desired::OWNER_METADATA_KEY);
+            if !marked && unmarked.contains(&user_id) {
+                listed_unmarked.insert(user_id.clone());
+            }
+            if marked || unmarked.contains(&user_id) {
+                managed.insert(user_id, Entry { record, keys: Vec::new() });
+            }
+        }
+        if users.missing_pages == 0 {
+            // Ids asked for that the proxy does not have, or that carry the mark now, need no watching.
+            *self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = listed_unmarked;
+        }
+
+        let previous = self.current().filter(|previous| !every_key && previous.keys_complete);
+        let keys_complete = match &previous {
+            Some(previous) => match newest_keys(litellm, previous.taken - self.key_overlap).await {
+                Ok(keys) => {
+                    merge(&mut managed, Some(&previous.users), keys);
+                    true
+                }
+                Err(err) => {
+                    warn!(error = %err, "could not read the newest LiteLLM keys; reading every key");
+                    every_key_merged(litellm, &mut managed).await
+                }
+            },
+            None => every_key_merged(litellm, &mut managed).await,
+        };
+        confirm_key_counts(litellm, &mut managed).await;
+        debug!(
+            users = managed.len(),
+            missing_user_pages = users.missing_pages,
+            every_key,
+            "listed LiteLLM users and keys"
+        );
+        *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(Arc::new(Snapshot { taken, users: managed, keys_complete }));
+        Ok(())
+    }
+}
+
+/// Reads every key into `managed`. Without every page, no user's keys can be confirmed: then `managed` is
+/// emptied and the answer is `false`.
+async fn every_key_merged(litellm: &LiteLlmClient, managed: &mut HashMap<String, Entry>) -> bool {
+    let keys = all_pages(|page| async move {
+        let listed = litellm.key_list(page, PAGE_SIZE, None).await?;
+        Ok((listed.keys, listed.total_pages))
+    })
+    .await;
+    match keys {
+        Ok(keys) if keys.missing_pages == 0 => {
+            merge(managed, None, keys.items);
+            true
+        }
+        Ok(_) | Err(_) => {
+            managed.clear();
+            false
+        }
+    }
+}
+
+/// The keys created at `since` or later, newest first, page by page until an older one shows up.
+async fn newest_keys(litellm: &LiteLlmClient, since: Timestamp) -> Result<Vec<KeyRecord>, ApiError> {
+    let mut keys = Vec::new();
+    for page in 1.. {
+        let listed = litellm.key_list(page, PAGE_SIZE, None).await?;
+        let mut reached_older = listed.keys.is_empty() || page >= listed.total_pages;
+        for key in listed.keys {
+            match key.created_at.as_deref().and_then(parse_time) {
+                Some(created) if created < since => reached_older = true,
+                // A key without a creation time cannot be placed: read it, and every key after it.
+                _ => keys.push(key),
+            }
+        }
+        if reached_older {
+            break;
+        }
+    }
+    Ok(keys)
+}
+
+/// Gives each managed user its keys: the ones `previous` knew (for a reading of only the newest keys) and the
+/// ones read now.
+fn merge(managed: &mut HashMap<String, Entry>, previous: Option<&HashMap<String, Entry>>, keys: Vec<KeyRecord>) {
+    if let Some(previous) = previous {
+        for (user_id, entry) in managed.iter_mut() {
+            if let Some(known) = previous.get(user_id) {
+                entry.keys.clone_from(&known.keys);
+            }
+        }
+    }
+    for key in keys {
+        let Some(entry) = key.user_id.as_deref().and_then(|id| managed.get_mut(id)) else { continue };
+        match entry.keys.iter_mut().find(|known| known.token == key.token) {
+            Some(known) => *known = key,
+            None => entry.keys.push(key),
+        }
+    }
+}
+
+/// Users whose keys do not add up to the `key_count` the user listing gave (keys deleted since, or created
+/// where the reading did not look) have their keys read on their own; those that still do not add up are
+/// left out, to be read by their reconciles.
+async fn confirm_key_counts(litellm: &LiteLlmClient, managed: &mut HashMap<String, Entry>) {
+    let adds_up = |entry: &Entry| entry.record.key_count == Some(entry.keys.len() as i64);
+    let unsure: Vec<String> = managed.iter().filter(|(_, e)| !adds_up(e)).map(|(id, _)| id.clone()).collect();
+    let (read_alone, left_out) = unsure.split_at(unsure.len().min(USERS_READ_ALONE));
+    for user_id in left_out {
+        managed.remove(user_id);
+    }
+    let read: Vec<(String, Option<Vec<KeyRecord>>)> = stream::iter(read_alone.iter().cloned())
+        .map(|user_id| async move {
+            let keys = litellm.key_list(1, PAGE_SIZE, Some(&user_id)).await;
+            let keys = keys.ok().filter(|page| page.total_pages <= 1).map(|page| page.keys);
+            (user_id, keys)
         })
+        .buffer_unordered(CONCURRENT_PAGES)
+        .collect()
         .await;
-        match keys {
-            Ok(keys) if keys.missing_pages == 0 => {
-                for key in keys.items {
-                    if let Some(entry) = key.user_id.as_deref().and_then(|id| managed.get_mut(id)) {
-                        entry.keys.push(key);
-                    }
+    for (user_id, keys) in read {
+        match (managed.get_mut(&user_id), keys) {
+            (Some(entry), Some(keys)) => {
+                entry.keys = keys;
+                if !adds_up(entry) {
+                    managed.remove(&user_id);
                 }
             }
-            // Without every key, no user's keys can be confirmed: this snapshot cannot confirm anyone.
-            Ok(_) | Err(_) => managed.clear(),
+            _ => drop(managed.remove(&user_id)),
         }
-        debug!(users = managed.len(), missing_user_pages = users.missing_pages, "listed LiteLLM users and keys");
-        *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(Arc::new(Snapshot { taken, users: managed }));
-        Ok(())
     }
 }
 
