@@ -70,6 +70,11 @@ struct RunArgs {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Per-user metric series (spend and budget, labelled by namespace and name): two series per LiteLLMUser,
+    /// which the per-user dashboard panels and budget alerts need. `false` keeps the operator's series
+    /// independent of the number of users.
+    #[arg(long, env = "USER_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    user_metrics: bool,
     /// How many resources are reconciled at the same time.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -196,6 +201,7 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
         listen: args.listen,
         leader_election,
         concurrency: args.concurrency,
+        user_metrics: args.user_metrics,
         claim_namespace: args.claim_namespace.clone().unwrap_or_else(|| args.lease_namespace.clone()),
         policy,
         proxy_selector: args.proxy_selector.clone(),

@@ -53,12 +53,30 @@ pub struct Metrics {
     resources: Family<ReasonLabels, Gauge>,
     spend: Family<UserLabels, FloatGauge>,
     max_budget: Family<UserLabels, FloatGauge>,
-    /// The Ready reason last reported per resource, so `resources` counts each resource once.
-    reasons: Mutex<HashMap<UserLabels, &'static str>>,
+    /// Whether each user has series of its own (`user_spend_usd`, `user_max_budget_usd`).
+    per_user: bool,
+    /// The Ready reason last reported per resource (by a fingerprint of its namespace and name), so
+    /// `resources` counts each resource once.
+    reasons: Mutex<HashMap<u64, &'static str>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(true)
+    }
+}
+
+fn resource_key(namespace: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (namespace, name).hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Metrics {
+    /// `per_user`: two series per LiteLLMUser (spend and budget), for dashboards and budget alerts per user;
+    /// without them the operator's series do not grow with the number of users.
+    pub fn new(per_user: bool) -> Self {
         let mut registry = Registry::with_prefix("litellm_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
         let reconcile_seconds = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
@@ -100,6 +118,7 @@ impl Default for Metrics {
             resources,
             spend,
             max_budget,
+            per_user,
             reasons: Mutex::default(),
         }
     }
@@ -131,17 +150,21 @@ impl Metrics {
         spend: Option<f64>,
         budget: Option<f64>,
     ) {
-        let user = UserLabels { namespace: namespace.to_owned(), name: name.to_owned() };
         if reason != "Synced" {
             self.failures.get_or_create(&ReasonLabels { reason }).inc();
         }
-        let previous = self.reasons.lock().unwrap_or_else(|p| p.into_inner()).insert(user.clone(), reason);
+        let key = resource_key(namespace, name);
+        let previous = self.reasons.lock().unwrap_or_else(|p| p.into_inner()).insert(key, reason);
         if previous != Some(reason) {
             if let Some(previous) = previous {
                 self.resources.get_or_create(&ReasonLabels { reason: previous }).dec();
             }
             self.resources.get_or_create(&ReasonLabels { reason }).inc();
         }
+        if !self.per_user {
+            return;
+        }
+        let user = UserLabels { namespace: namespace.to_owned(), name: name.to_owned() };
         if let Some(spend) = spend {
             self.spend.get_or_create(&user).set(spend);
         }
@@ -157,10 +180,11 @@ impl Metrics {
 
     /// Forgets a deleted resource.
     pub fn forget_resource(&self, namespace: &str, name: &str) {
-        let user = UserLabels { namespace: namespace.to_owned(), name: name.to_owned() };
-        if let Some(reason) = self.reasons.lock().unwrap_or_else(|p| p.into_inner()).remove(&user) {
+        let key = resource_key(namespace, name);
+        if let Some(reason) = self.reasons.lock().unwrap_or_else(|p| p.into_inner()).remove(&key) {
             self.resources.get_or_create(&ReasonLabels { reason }).dec();
         }
+        let user = UserLabels { namespace: namespace.to_owned(), name: name.to_owned() };
         self.spend.remove(&user);
         self.max_budget.remove(&user);
     }
@@ -191,6 +215,15 @@ mod tests {
         assert!(text.contains(r#"litellm_operator_user_spend_usd{namespace="ns",name="a"} 1.5"#), "{text}");
         assert!(text.contains(r#"litellm_operator_user_max_budget_usd{namespace="ns",name="a"} 10.0"#), "{text}");
         metrics.forget_resource("ns", "a");
+        let text = metrics.encode();
+        assert!(text.contains(r#"litellm_operator_resources{reason="Synced"} 1"#), "{text}");
+        assert!(!text.contains(r#"name="a""#), "{text}");
+    }
+
+    #[test]
+    fn without_per_user_series_only_the_counts_by_reason_remain() {
+        let metrics = Metrics::new(false);
+        metrics.observe_resource("ns", "a", "Synced", Some(1.5), Some(10.0));
         let text = metrics.encode();
         assert!(text.contains(r#"litellm_operator_resources{reason="Synced"} 1"#), "{text}");
         assert!(!text.contains(r#"name="a""#), "{text}");

@@ -51,6 +51,8 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaderElection>,
     /// Reconciles running at once; bounds memory and the load on the proxy.
     pub concurrency: u16,
+    /// Metric series per LiteLLMUser (spend and budget).
+    pub user_metrics: bool,
     /// Namespace of the claims on user ids (the operator's own namespace, where tenants cannot write).
     pub claim_namespace: String,
     /// What resources may ask of the proxy.
@@ -132,7 +134,7 @@ fn readiness(health: &Health) -> (StatusCode, &'static str) {
 /// Runs the controllers until a shutdown signal; in-flight reconciles finish first.
 pub async fn run(litellm: Option<LiteLlmClient>, config: OperatorConfig) -> Result<(), StartError> {
     let client = Client::try_default().await.map_err(StartError::Kube)?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.user_metrics));
     let litellm = litellm.map(|litellm| litellm.with_metrics(metrics.clone()));
     let health = Arc::new(Health::default());
     serve_http(config.listen, HttpState { metrics: metrics.clone(), health: health.clone() }).await?;
