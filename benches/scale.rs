@@ -133,6 +133,28 @@ async fn api_writes(client: &Client) -> BTreeMap<String, f64> {
     writes
 }
 
+/// CPU time of the whole machine so far: (busy, total) in ticks, from /proc/stat.
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .map(|line| line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    let total: f64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
+/// Metric series the operator exposes that are labelled with a user's name.
+async fn user_series(port: u16) -> usize {
+    let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines().filter(|l| !l.starts_with('#') && l.contains("name=\"")).count()
+}
+
 fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect()
 }
@@ -189,6 +211,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
     // Creation: apply `size` users, wait until all are Ready.
     let (calls_before, writes_before) = (calls(&emulator), api_writes(client).await);
     let started = Instant::now();
+    let cpu_before_creation = machine_cpu();
     stream::iter(0..size)
         .map(|i| {
             let users = users.clone();
@@ -204,6 +227,9 @@ async fn run_size(client: &Client, size: usize) -> Value {
         assert!(started.elapsed() < Duration::from_secs(1800), "not all Ready after 30 minutes");
     }
     let all_ready = started.elapsed();
+    let cpu_after_creation = machine_cpu();
+    let machine_busy = 100.0 * (cpu_after_creation.0 - cpu_before_creation.0)
+        / (cpu_after_creation.1 - cpu_before_creation.1).max(1.0);
     let (cpu_create, rss_create) = operator.usage();
     let create_calls = delta(&calls(&emulator), &calls_before);
     let mut create_writes = delta(&api_writes(client).await, &writes_before);
@@ -243,6 +269,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
+    let series = user_series(operator.port).await;
     drop(operator);
 
     // A restart with every user in sync, at the default resync interval: what the first minutes cost.
@@ -261,6 +288,8 @@ async fn run_size(client: &Client, size: usize) -> Value {
         "apply_seconds": applied.as_secs_f64(),
         "all_ready_seconds": all_ready.as_secs_f64(),
         "cpu_seconds_creation": cpu_create,
+        "machine_cpu_busy_creation": machine_busy,
+        "metric_series_per_user": series as f64 / (size + latencies.len()) as f64,
         "cpu_seconds_steady_period": cpu_after - cpu_before,
         "peak_rss_mib": rss_peak.max(rss_create),
         "creation_litellm_calls_per_user": per_user(&create_calls),
