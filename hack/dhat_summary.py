@@ -12,6 +12,10 @@ import sys
 from collections import defaultdict
 
 SKIP = re.compile(
+    r"^(alloc|alloc_impl|alloc_impl_runtime|__rust_alloc|try_allocate_in|with_capacity_in|with_capacity|"
+    r"allocate_in|grow_one|grow_amortized|finish_grow|reserve|reserve_for_push|push|clone|to_vec|to_vec_in|"
+    r"to_owned|from|into|new|extend|extend_desugared|spec_extend|collect|from_iter|insert|realloc|"
+    r"do_reserve_and_handle|try_reserve|\{closure#\d+\}|\{async_fn#\d+\}|call_once|call_mut)(<.*)?$|"
     r"dhat::|alloc::(alloc|raw_vec|vec|string|boxed|collections|sync|rc|fmt|str|slice|borrow)|__rust|"
     r"core::|<alloc::|hashbrown::|std::collections|<T as alloc|bytes::|serde_json::value|indexmap::|"
     r"<serde_json|serde::de|serde_core::|<serde::|<&mut serde_json|serde_json::de|<core::|std::sys|smallvec"
@@ -40,7 +44,7 @@ def main():
     at_peak = defaultdict(lambda: [0, 0])
     total = 0
     for pp in profile["pps"]:
-        key = site(pp["fs"], ftbl, 3)
+        key = site(pp["fs"], ftbl, 4)
         at_peak[key][0] += pp["gb"]
         at_peak[key][1] += pp["gbk"]
         total += pp["gb"]

@@ -31,6 +31,9 @@ use crate::{
     reconcile::{self, Context, Settings, claim::Claims, events::Events, keys},
 };
 
+/// Where client-side `kubectl apply` keeps the last manifest it applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Only one replica reconciles when leader election is on: the holder of this Lease.
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
@@ -236,7 +239,11 @@ async fn run_controllers(
         let (reader, writer) = reflector::store();
         let secrets = watcher(secrets, secrets_config.clone().any_semantic())
             .default_backoff()
-            .modify(|secret| secret.managed_fields_mut().clear())
+            .modify(|secret| {
+                // Nothing reads them from the cache; the key's hash is read with the Secret itself.
+                secret.managed_fields_mut().clear();
+                secret.metadata.annotations = None;
+            })
             .reflect(writer)
             .touched_objects();
         secret_stores.push(reader);
@@ -254,11 +261,15 @@ async fn run_controllers(
     let controllers: Vec<_> = watches
         .into_iter()
         .map(|(users, secrets)| {
-            // The cache keeps every LiteLLMUser; managed fields are most of an object's size and never read.
+            // The cache keeps every LiteLLMUser. Managed fields, and the copy of the whole manifest that a
+            // client-side `kubectl apply` keeps in an annotation, are most of an object's size and never read.
             let (reader, writer) = reflector::store();
             let users = watcher(users, watcher::Config::default().any_semantic())
                 .default_backoff()
-                .modify(|user| user.managed_fields_mut().clear())
+                .modify(|user| {
+                    user.managed_fields_mut().clear();
+                    user.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+                })
                 .reflect(writer)
                 .applied_objects();
             let controller = Controller::for_stream(users, reader)

@@ -53,6 +53,9 @@ pub struct LiteLlmClient {
     master_key: MasterKey,
     metrics: Option<Arc<Metrics>>,
     generation: Arc<OnceLock<Generation>>,
+    /// The proxy's clock minus the operator's, in seconds, from the `Date` of its last answer (`i64::MIN`
+    /// until one came).
+    clock_offset: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The two behaviours of LiteLLM's admin API (see `shared/reference/litellm-user-api.md`, 1.12).
@@ -116,7 +119,14 @@ impl LiteLlmClient {
         if !base_url.path().ends_with('/') {
             base_url.set_path(&format!("{}/", base_url.path()));
         }
-        Ok(LiteLlmClient { http, base_url, master_key: config.master_key, metrics: None, generation: Arc::default() })
+        Ok(LiteLlmClient {
+            http,
+            base_url,
+            master_key: config.master_key,
+            metrics: None,
+            generation: Arc::default(),
+            clock_offset: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+        })
     }
 
     /// The proxy's base URL, which also names the proxy (claims on user ids are per proxy).
@@ -297,6 +307,21 @@ impl LiteLlmClient {
         Ok(totals)
     }
 
+    /// What the proxy's clock reads now (to the second), as its last answer's `Date` header showed; `None`
+    /// before any answer carried one. Its keys' `created_at` come from that clock, not the operator's.
+    pub fn proxy_now(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        let offset = self.clock_offset.load(std::sync::atomic::Ordering::Relaxed);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        (offset != i64::MIN).then(|| now + k8s_openapi::jiff::SignedDuration::from_secs(offset))
+    }
+
+    fn note_proxy_clock(&self, date: Option<&reqwest::header::HeaderValue>) {
+        let Some(date) = date.and_then(|d| d.to_str().ok()) else { return };
+        let Ok(at) = k8s_openapi::jiff::fmt::rfc2822::parse(date) else { return };
+        let offset = at.timestamp().as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+        self.clock_offset.store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn call(
         &self,
         endpoint: &'static str,
@@ -335,6 +360,7 @@ impl LiteLlmClient {
         }
         let response = request.send().await.map_err(|err| ApiError::transport(endpoint, &err))?;
         let status = response.status();
+        self.note_proxy_clock(response.headers().get(header::DATE));
         let retry_after = response
             .headers()
             .get(header::RETRY_AFTER)

@@ -1,7 +1,7 @@
 //! LiteLLM's answers, read leniently: every field is optional, `null` reads as the default, unknown fields are
 //! ignored, and whole numbers may come as floats (or the other way round) depending on the version.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// `GET /user/info`.
@@ -24,7 +24,7 @@ impl UserInfo {
 }
 
 /// A row of LiteLLM's user table.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 pub struct UserRecord {
     #[serde(default, deserialize_with = "null_default")]
     pub user_id: Option<String>,
@@ -69,7 +69,7 @@ pub struct UserRecord {
 
 /// A key as `/user/info`, `/key/list` and `/key/info` describe it: `token` is the SHA-256 of the key, never
 /// the key.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 pub struct KeyRecord {
     #[serde(default, deserialize_with = "null_default")]
     pub token: String,

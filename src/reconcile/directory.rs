@@ -40,11 +40,14 @@ const PAGE_TRIES: u32 = 3;
 const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 /// Every this many refreshes, every key is read; the others read only keys newer than the last snapshot's.
 pub const FULL_KEY_READING_EVERY: u64 = 12;
-/// Keys created up to this long before the last snapshot began are read again: the proxy stamps a key before
-/// its transaction commits, so keys do not become visible in `created_at` order, and the proxy's clock is not
-/// the operator's. (A key stamped by a proxy whose clock is behind by more than this is only seen at the next
-/// reading of every key, or when it makes its user's key count not add up.)
-const KEY_OVERLAP: SignedDuration = SignedDuration::from_secs(300);
+/// Keys created up to this long before the last snapshot began (by the proxy's clock, which its `Date` header
+/// shows to the second) are read again: the proxy stamps a key before its transaction commits, so keys do not
+/// become visible in `created_at` order.
+const KEY_OVERLAP: SignedDuration = SignedDuration::from_secs(30);
+/// The same when the proxy's answers carry no `Date`, so its clock is not known: generous, for clocks that
+/// differ. (A key stamped by a proxy whose clock is further behind is seen at the next reading of every key,
+/// or as soon as it makes its user's key count not add up.)
+const KEY_OVERLAP_WITHOUT_CLOCK: SignedDuration = SignedDuration::from_secs(300);
 /// Users whose keys are read one by one in a refresh, at most; the rest are left to their reconciles.
 const USERS_READ_ALONE: usize = 200;
 
@@ -55,10 +58,33 @@ pub struct Entry {
     pub keys: Vec<KeyRecord>,
 }
 
+/// A managed user as the snapshot keeps it: the record as compact JSON, since JSON maps (metadata, object
+/// permissions) parsed into trees take several times the memory, and a snapshot holds every managed user.
+#[derive(Clone, Debug)]
+struct Kept {
+    record: Box<str>,
+    key_count: Option<i64>,
+    keys: Vec<KeyRecord>,
+}
+
+impl Kept {
+    fn new(record: &UserRecord) -> Self {
+        let json = serde_json::to_string(record).unwrap_or_default();
+        Kept { record: json.into_boxed_str(), key_count: record.key_count, keys: Vec::new() }
+    }
+
+    fn entry(&self) -> Option<Entry> {
+        let record = serde_json::from_str(&self.record).ok()?;
+        Some(Entry { record, keys: self.keys.clone() })
+    }
+}
+
 struct Snapshot {
     /// When the reading began: everything in it is at least this recent.
     taken: Timestamp,
-    users: HashMap<String, Entry>,
+    /// The same by the proxy's clock, when known.
+    taken_by_proxy: Option<Timestamp>,
+    users: HashMap<String, Kept>,
     /// Whether it holds every key of its users, so that the next snapshot may read only newer keys.
     keys_complete: bool,
 }
@@ -89,7 +115,7 @@ impl Default for Directory {
 
 impl Directory {
     /// A directory that reads again the keys created up to `key_overlap` before its last snapshot began
-    /// (default 5 minutes).
+    /// (default 30 seconds by the proxy's clock).
     pub fn with_key_overlap(key_overlap: Duration) -> Self {
         let key_overlap = SignedDuration::try_from(key_overlap).unwrap_or(KEY_OVERLAP);
         Directory { key_overlap, ..Directory::default() }
@@ -103,7 +129,7 @@ impl Directory {
             let _ = tokio::time::timeout(FIRST_SNAPSHOT_WAIT, ticks.wait_for(|count| *count > 0)).await;
         }
         let snapshot = self.current()?;
-        let found = snapshot.users.get(user_id).cloned();
+        let found = snapshot.users.get(user_id).and_then(Kept::entry);
         if found.is_none() {
             // Perhaps a user the operator manages without its mark: look for it from the next refresh on.
             self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(user_id.to_owned());
@@ -135,26 +161,39 @@ impl Directory {
         }
     }
 
+    /// Where a reading of the newest keys may stop.
+    fn keys_since(&self, previous: &Snapshot) -> Timestamp {
+        match previous.taken_by_proxy {
+            Some(by_proxy) => by_proxy - self.key_overlap,
+            None => previous.taken - KEY_OVERLAP_WITHOUT_CLOCK.max(self.key_overlap),
+        }
+    }
+
     /// Takes one snapshot: every key when `every_key`, else only keys newer than the last snapshot's.
     pub async fn refresh(&self, litellm: &LiteLlmClient, every_key: bool) -> Result<(), ApiError> {
         let taken = Timestamp::now();
+        let taken_by_proxy = litellm.proxy_now();
+        let unmarked = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let unmarked = &unmarked;
+        // Only managed users are kept, page by page and compacted: a proxy may have many more users than the
+        // operator manages.
         let users = all_pages(|page| async move {
             let listed = litellm.user_list(page, PAGE_SIZE).await?;
-            Ok((listed.users, listed.total_pages))
+            let managed = listed.users.into_iter().filter_map(|record| {
+                let marked = record.metadata.contains_key(desired::OWNER_METADATA_KEY);
+                let user_id = record.user_id.clone()?;
+                (marked || unmarked.contains(&user_id)).then(|| (user_id, marked, Kept::new(&record)))
+            });
+            Ok((managed.collect::<Vec<_>>(), listed.total_pages))
         })
         .await?;
-        let unmarked = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let mut listed_unmarked = HashSet::new();
-        let mut managed: HashMap<String, Entry> = HashMap::new();
-        for record in users.items {
-            let Some(user_id) = record.user_id.clone() else { continue };
-            let marked = record.metadata.contains_key(desired::OWNER_METADATA_KEY);
-            if !marked && unmarked.contains(&user_id) {
+        let mut managed: HashMap<String, Kept> = HashMap::with_capacity(users.items.len());
+        for (user_id, marked, kept) in users.items {
+            if !marked {
                 listed_unmarked.insert(user_id.clone());
             }
-            if marked || unmarked.contains(&user_id) {
-                managed.insert(user_id, Entry { record, keys: Vec::new() });
-            }
+            managed.insert(user_id, kept);
         }
         if users.missing_pages == 0 {
             // Ids asked for that the proxy does not have, or that carry the mark now, need no watching.
@@ -163,7 +202,7 @@ impl Directory {
 
         let previous = self.current().filter(|previous| !every_key && previous.keys_complete);
         let keys_complete = match &previous {
-            Some(previous) => match newest_keys(litellm, previous.taken - self.key_overlap).await {
+            Some(previous) => match newest_keys(litellm, self.keys_since(previous)).await {
                 Ok(keys) => {
                     merge(&mut managed, Some(&previous.users), keys);
                     true
@@ -183,14 +222,14 @@ impl Directory {
             "listed LiteLLM users and keys"
         );
         *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(Arc::new(Snapshot { taken, users: managed, keys_complete }));
+            Some(Arc::new(Snapshot { taken, taken_by_proxy, users: managed, keys_complete }));
         Ok(())
     }
 }
 
 /// Reads every key into `managed`. Without every page, no user's keys can be confirmed: then `managed` is
 /// emptied and the answer is `false`.
-async fn every_key_merged(litellm: &LiteLlmClient, managed: &mut HashMap<String, Entry>) -> bool {
+async fn every_key_merged(litellm: &LiteLlmClient, managed: &mut HashMap<String, Kept>) -> bool {
     let keys = all_pages(|page| async move {
         let listed = litellm.key_list(page, PAGE_SIZE, None).await?;
         Ok((listed.keys, listed.total_pages))
@@ -230,7 +269,7 @@ async fn newest_keys(litellm: &LiteLlmClient, since: Timestamp) -> Result<Vec<Ke
 
 /// Gives each managed user its keys: the ones `previous` knew (for a reading of only the newest keys) and the
 /// ones read now.
-fn merge(managed: &mut HashMap<String, Entry>, previous: Option<&HashMap<String, Entry>>, keys: Vec<KeyRecord>) {
+fn merge(managed: &mut HashMap<String, Kept>, previous: Option<&HashMap<String, Kept>>, keys: Vec<KeyRecord>) {
     if let Some(previous) = previous {
         for (user_id, entry) in managed.iter_mut() {
             if let Some(known) = previous.get(user_id) {
@@ -250,8 +289,8 @@ fn merge(managed: &mut HashMap<String, Entry>, previous: Option<&HashMap<String,
 /// Users whose keys do not add up to the `key_count` the user listing gave (keys deleted since, or created
 /// where the reading did not look) have their keys read on their own; those that still do not add up are
 /// left out, to be read by their reconciles.
-async fn confirm_key_counts(litellm: &LiteLlmClient, managed: &mut HashMap<String, Entry>) {
-    let adds_up = |entry: &Entry| entry.record.key_count == Some(entry.keys.len() as i64);
+async fn confirm_key_counts(litellm: &LiteLlmClient, managed: &mut HashMap<String, Kept>) {
+    let adds_up = |kept: &Kept| kept.key_count == Some(kept.keys.len() as i64);
     let unsure: Vec<String> = managed.iter().filter(|(_, e)| !adds_up(e)).map(|(id, _)| id.clone()).collect();
     let (read_alone, left_out) = unsure.split_at(unsure.len().min(USERS_READ_ALONE));
     for user_id in left_out {
@@ -351,6 +390,18 @@ mod tests {
     async fn only_a_failing_first_page_fails_the_list() {
         let result = all_pages(|_| async { Err::<(Vec<u8>, i64), _>(failure()) }).await;
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_kept_user_reads_back_as_the_proxy_gave_it() {
+        let record: UserRecord = serde_json::from_value(serde_json::json!({
+            "user_id": "u", "user_role": "internal_user", "max_budget": 2.5, "spend": 0.25, "tpm_limit": "10",
+            "metadata": { "litellm-operator": { "owner": "ns/u" }, "team": "x" }, "teams": ["t"], "key_count": 1,
+            "object_permission": { "mcp_servers": ["a"] }, "models": ["m"]
+        }))
+        .unwrap();
+        let entry = Kept::new(&record).entry().unwrap();
+        assert_eq!(entry.record, record);
     }
 
     #[tokio::test]
