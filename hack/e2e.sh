@@ -11,6 +11,8 @@
 # (default a new temporary directory), CARGO_TARGET_DIR, E2E_LITELLM_PORT (default 4400: the first proxy's port,
 # the next version gets the next port), E2E_LITELLM_PG_PORT (default E2E_LITELLM_PORT + 51000, the same way),
 # and KUBE_TESTBED_PORT / KUBE_TESTBED_ETCD_PORT (hack/kube-testbed.sh) to share the machine with other beds.
+# E2E_ONLY (test name filters, space-separated, for example "migrate_ adopted") runs only the matching tests
+# of the suite on each version, and nothing else: for iterating on a few tests.
 #
 # The container image (hack/image.sh) is built and, against the first LiteLLM version, run as the chart's pod
 # would run it; a real Prometheus scrapes it (hack/prometheus-check.py: the dashboard's queries and the chart's
@@ -132,6 +134,12 @@ for version in $VERSIONS; do
   E2E_PROXIES="${E2E_PROXIES:-} $LITELLM_URL=$LITELLM_MASTER_KEY"
   export E2E_LOG_DIR="$STATE/operator-logs/$version"
   log "suite against LiteLLM $LITELLM_VERSION at $LITELLM_URL"
+  if [ -n "${E2E_ONLY:-}" ]; then
+    # shellcheck disable=SC2086
+    cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" $E2E_ONLY || failed=1
+    phase "selected tests on LiteLLM $version"
+    continue
+  fi
   # The emulator is held to this proxy: the same requests, the same answers (crates/litellm-emulator/tests/contract.rs).
   cargo test --quiet -p litellm-emulator --test contract -- --ignored --exact real_proxy_matches_expectations || failed=1
   cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-6}" --skip serial_ --skip emulator_ --skip proxies_ || failed=1
@@ -158,6 +166,10 @@ for version in $VERSIONS; do
     phase "suite in the container image on LiteLLM $version"
   fi
 done
+if [ -n "${E2E_ONLY:-}" ]; then
+  [ "$failed" = 0 ] || log "the selected tests failed"
+  exit "$failed"
+fi
 # One operator serving both proxies at once: once is enough.
 E2E_PROXIES="$E2E_PROXIES" cargo test --quiet --test e2e -- --ignored --test-threads 3 proxies_ || failed=1
 phase "one operator, both proxies"

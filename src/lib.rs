@@ -1,6 +1,7 @@
 //! litellm-operator: keeps LiteLLM proxy users equal to `LiteLLMUser` resources.
 
 pub mod crd;
+pub mod export;
 pub mod litellm;
 pub mod metrics;
 pub mod operator;

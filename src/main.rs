@@ -2,6 +2,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use litellm_operator::{
+    crd::DeletionPolicy,
+    export,
     litellm::{ClientConfig, LiteLlmClient, MasterKey},
     operator,
     reconcile::Settings,
@@ -24,14 +26,15 @@ enum Command {
     /// Print the operator's CustomResourceDefinitions as YAML: all of them, or the one whose file is named
     /// (`litellmuser.yaml`, `litellmproxy.yaml`).
     Crd { file: Option<String> },
+    /// Print LiteLLMUser manifests (YAML) for the users a proxy already has, to bring an existing proxy under
+    /// the operator: each adopts its user without changing it and keeps the user's existing keys. Review the
+    /// output, then `kubectl apply` it or commit it. What the manifests cannot say is listed on stderr.
+    Export(Box<ExportArgs>),
 }
 
+/// How to reach a proxy, for every command that talks to one.
 #[derive(clap::Args, Debug)]
-struct RunArgs {
-    /// Base URL of a LiteLLM proxy, for example http://litellm.litellm.svc:4000: the default proxy, known as
-    /// `default`, unless a LiteLLMProxy is marked default. Without it, only LiteLLMProxy resources are served.
-    #[arg(long, env = "LITELLM_URL")]
-    litellm_url: Option<Url>,
+struct Connection {
     /// File holding the proxy's master key. Without it, the key is read from the LITELLM_MASTER_KEY
     /// environment variable (never from a flag, so it does not show in process listings).
     #[arg(long, env = "LITELLM_MASTER_KEY_FILE")]
@@ -42,6 +45,54 @@ struct RunArgs {
     /// Timeout of one request to the proxy, for example 10s.
     #[arg(long, env = "LITELLM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     litellm_timeout: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportArgs {
+    /// Base URL of the LiteLLM proxy to export from, for example http://litellm.litellm.svc:4000.
+    #[arg(long, env = "LITELLM_URL")]
+    litellm_url: Url,
+    #[command(flatten)]
+    connection: Connection,
+    /// Namespace of the LiteLLMUser resources. By default the platform's policy lets it adopt only ids starting
+    /// with `<namespace>.`; others need `userIds.scope: Any` and the namespace in `userIds.adoptionNamespaces`.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// `spec.proxyRef.name` of every resource: the LiteLLMProxy this proxy is known as. Without it, the
+    /// resources use the default proxy.
+    #[arg(long)]
+    proxy_ref: Option<String>,
+    /// `spec.deletionPolicy` of every resource. Default `Retain`: in a migration, deleting a resource by
+    /// mistake (or pruning a directory in Git) must not delete a user and the keys people use.
+    #[arg(long, default_value = "Retain", value_parser = parse_deletion_policy)]
+    deletion_policy: DeletionPolicy,
+    /// Export only this user id; repeatable. With neither this nor --user-id-prefix, every user.
+    #[arg(long = "user-id")]
+    user_ids: Vec<String>,
+    /// Export only user ids starting with this; repeatable.
+    #[arg(long = "user-id-prefix")]
+    user_id_prefixes: Vec<String>,
+    /// Also export users the operator already manages (marked in their LiteLLM metadata).
+    #[arg(long)]
+    include_managed: bool,
+}
+
+fn parse_deletion_policy(text: &str) -> Result<DeletionPolicy, String> {
+    match text {
+        "Retain" => Ok(DeletionPolicy::Retain),
+        "Delete" => Ok(DeletionPolicy::Delete),
+        _ => Err(format!("'{text}' is not a deletion policy; use Retain or Delete")),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Base URL of a LiteLLM proxy, for example http://litellm.litellm.svc:4000: the default proxy, known as
+    /// `default`, unless a LiteLLMProxy is marked default. Without it, only LiteLLMProxy resources are served.
+    #[arg(long, env = "LITELLM_URL")]
+    litellm_url: Option<Url>,
+    #[command(flatten)]
+    connection: Connection,
     /// Namespaces to watch, comma-separated; all namespaces when empty or unset.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -133,6 +184,10 @@ enum MainError {
     CaFile { path: PathBuf, source: std::io::Error },
     #[error("cannot read the policy file {path}: {reason}")]
     PolicyFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 fn init_logging(format: LogFormat) {
@@ -147,7 +202,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn master_key(args: &RunArgs) -> Result<MasterKey, MainError> {
+fn master_key(args: &Connection) -> Result<MasterKey, MainError> {
     let key = match &args.master_key_file {
         Some(path) => MasterKey::new(
             std::fs::read_to_string(path).map_err(|source| MainError::MasterKeyFile { path: path.clone(), source })?,
@@ -167,17 +222,7 @@ fn policy(args: &RunArgs) -> Result<litellm_operator::crd::ProxyPolicy, MainErro
 async fn run(args: RunArgs) -> Result<(), MainError> {
     // The proxy the flags name, if any; others come as LiteLLMProxy resources.
     let litellm = match &args.litellm_url {
-        Some(url) => Some(LiteLlmClient::new(ClientConfig {
-            base_url: url.clone(),
-            master_key: master_key(&args)?,
-            ca_pem: match &args.litellm_ca_file {
-                Some(path) => {
-                    Some(std::fs::read(path).map_err(|source| MainError::CaFile { path: path.clone(), source })?)
-                }
-                None => None,
-            },
-            timeout: args.litellm_timeout,
-        })?),
+        Some(url) => Some(client(url, &args.connection)?),
         None => None,
     };
     let settings = Settings {
@@ -207,6 +252,50 @@ async fn run(args: RunArgs) -> Result<(), MainError> {
         proxy_selector: args.proxy_selector.clone(),
     };
     operator::run(litellm, config).await?;
+    Ok(())
+}
+
+fn client(url: &Url, connection: &Connection) -> Result<LiteLlmClient, MainError> {
+    let ca_pem = match &connection.litellm_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|source| MainError::CaFile { path: path.clone(), source })?),
+        None => None,
+    };
+    let config = ClientConfig {
+        base_url: url.clone(),
+        master_key: master_key(connection)?,
+        ca_pem,
+        timeout: connection.litellm_timeout,
+    };
+    Ok(LiteLlmClient::new(config)?)
+}
+
+/// Reads the proxy's users and prints their manifests on stdout; what they leave out goes to stderr, so that
+/// stdout can be redirected into a file as it is.
+async fn export(args: ExportArgs) -> Result<(), MainError> {
+    let client = client(&args.litellm_url, &args.connection)?;
+    let options = export::Options {
+        namespace: args.namespace,
+        proxy_ref: args.proxy_ref,
+        deletion_policy: args.deletion_policy,
+        user_ids: args.user_ids,
+        user_id_prefixes: args.user_id_prefixes,
+        include_managed: args.include_managed,
+    };
+    let users = export::read_users(&client).await?;
+    let exported = export::export(&users, &options);
+    let yaml = export::render(&exported, &args.litellm_url, &options)?;
+    for user in &exported.users {
+        let id = user.user.spec.user_id.as_deref().unwrap_or_default();
+        for note in &user.notes {
+            eprintln!("litellm-operator export: user {id}: {note}");
+        }
+    }
+    eprintln!(
+        "litellm-operator export: {} users exported, {} already managed left out",
+        exported.users.len(),
+        exported.managed.len()
+    );
+    std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes()).map_err(MainError::Output)?;
     Ok(())
 }
 
@@ -241,6 +330,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd { file } => crd_yaml(file.as_deref()).map(|yaml| print!("{yaml}")),
+        Command::Export(args) => export(*args).await,
         Command::Run(args) => {
             init_logging(args.log_format);
             run(*args).await

@@ -159,7 +159,8 @@ pub struct LiteLLMUserSpec {
 
     /// Take over a LiteLLM user with this id that already exists and is not managed by another LiteLLMUser.
     /// Without it, such a user is left untouched and the resource reports `Ready=False` with reason
-    /// `UserExists`.
+    /// `UserExists`. An adopted user keeps the keys it already has (see `key.unmanagedKeys`), and is changed on
+    /// the proxy only where it differs from this spec.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt: bool,
 }
@@ -251,11 +252,34 @@ pub struct KeySpec {
     #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
+    /// What happens to keys of this LiteLLM user that the operator did not issue, such as keys made in the
+    /// LiteLLM UI or that existed before the user was adopted: `Keep` leaves them working, `Revoke` revokes
+    /// them. Keys the operator issued itself (its key, and old keys whose grace period ended) are managed
+    /// either way. Default: `Keep` when `adopt` is true, so that adopting a user does not break the clients
+    /// that use its existing keys; `Revoke` otherwise, so that the key in the Secret is the user's only key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged_keys: Option<UnmanagedKeys>,
 }
 
 impl Default for KeySpec {
     fn default() -> Self {
-        KeySpec { enabled: true, secret_name: None, rotation: None, duration: None }
+        KeySpec { enabled: true, secret_name: None, rotation: None, duration: None, unmanaged_keys: None }
+    }
+}
+
+/// What happens to keys of a LiteLLM user that the operator did not issue.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UnmanagedKeys {
+    /// Leave them working.
+    Keep,
+    /// Revoke them.
+    Revoke,
+}
+
+impl LiteLLMUserSpec {
+    /// `key.unmanagedKeys` with its default: an adopted user keeps the keys it came with.
+    pub fn unmanaged_keys(&self) -> UnmanagedKeys {
+        self.key.unmanaged_keys.unwrap_or(if self.adopt { UnmanagedKeys::Keep } else { UnmanagedKeys::Revoke })
     }
 }
 
@@ -462,5 +486,16 @@ mod tests {
         assert_eq!(spec.deletion_policy, DeletionPolicy::Delete);
         let spec: LiteLLMUserSpec = serde_json::from_str(r#"{"key":{"secretName":"x"}}"#).unwrap();
         assert!(spec.key.enabled, "naming the Secret keeps the key on");
+    }
+
+    #[test]
+    fn adopted_users_keep_their_other_keys_unless_told_otherwise() {
+        let created = LiteLLMUserSpec::default();
+        assert_eq!(created.unmanaged_keys(), UnmanagedKeys::Revoke);
+        let adopted = LiteLLMUserSpec { adopt: true, ..Default::default() };
+        assert_eq!(adopted.unmanaged_keys(), UnmanagedKeys::Keep);
+        let explicit: LiteLLMUserSpec =
+            serde_json::from_str(r#"{"adopt":true,"key":{"unmanagedKeys":"Revoke"}}"#).unwrap();
+        assert_eq!(explicit.unmanaged_keys(), UnmanagedKeys::Revoke);
     }
 }

@@ -69,7 +69,7 @@ pub struct UserRecord {
 
 /// A key as `/user/info`, `/key/list` and `/key/info` describe it: `token` is the SHA-256 of the key, never
 /// the key.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 pub struct KeyRecord {
     #[serde(default, deserialize_with = "null_default")]
     pub token: String,
@@ -84,6 +84,10 @@ pub struct KeyRecord {
     /// When the proxy stored the key (its own clock).
     #[serde(default, deserialize_with = "null_default")]
     pub created_at: Option<String>,
+    /// The resource named by the operator's mark in the key's metadata (`{"litellm-operator": {"owner": …}}`):
+    /// only the owner is kept of the metadata, since the operator holds a record of every key it manages.
+    #[serde(default, rename = "metadata", deserialize_with = "marked_owner")]
+    pub owner: Option<String>,
 }
 
 /// `GET /user/list`.
@@ -149,6 +153,26 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// The owner in a key's metadata, read without keeping the rest of it. serde needs the mark's name as a
+/// literal: it is `reconcile::desired::OWNER_METADATA_KEY`, and a test there checks that the two agree.
+fn marked_owner<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Mark {
+        #[serde(default)]
+        owner: Option<Value>,
+    }
+    #[derive(Deserialize)]
+    struct Metadata {
+        #[serde(default, rename = "litellm-operator")]
+        mark: Option<Value>,
+    }
+    // Metadata is free-form: anything that is not an object with a string owner is no mark.
+    let Some(value) = Option::<Value>::deserialize(deserializer)? else { return Ok(None) };
+    let mark = serde_json::from_value::<Metadata>(value).ok().and_then(|m| m.mark);
+    let owner = mark.and_then(|m| serde_json::from_value::<Mark>(m).ok()).and_then(|m| m.owner);
+    Ok(owner.and_then(|o| o.as_str().map(str::to_owned)))
+}
+
 /// An integer that may arrive as `3`, `3.0` or `null`.
 fn lenient_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
     Ok(match Option::<Value>::deserialize(deserializer)? {
@@ -193,5 +217,18 @@ mod tests {
         assert_eq!(user.max_budget, Some(10.0));
         assert_eq!(user.spend, 1.0);
         assert_eq!(keys, vec![KeyRecord { token: "h1".into(), ..KeyRecord::default() }]);
+    }
+
+    #[test]
+    fn a_keys_owner_is_read_from_its_metadata_and_nothing_else_is_kept() {
+        let read = |metadata: &str| -> Option<String> {
+            serde_json::from_str::<KeyRecord>(&format!(r#"{{"token":"h","metadata":{metadata}}}"#)).unwrap().owner
+        };
+        assert_eq!(read(r#"{"litellm-operator":{"owner":"team-a/alice"},"x":[1,2]}"#).as_deref(), Some("team-a/alice"));
+        for unmarked in
+            ["null", "{}", r#"{"litellm-operator":"team-a/alice"}"#, r#"{"litellm-operator":{"owner":3}}"#, "[1]"]
+        {
+            assert_eq!(read(unmarked), None, "{unmarked}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use super::{
     observe::{ClaimView, ProxyView, SecretView, World},
 };
 use crate::{
-    crd::{LiteLLMUser, LiteLLMUserStatus, ProxyPolicy, ROTATE_ANNOTATION, RetiringKey, UsageSummary},
+    crd::{LiteLLMUser, LiteLLMUserStatus, ProxyPolicy, ROTATE_ANNOTATION, RetiringKey, UnmanagedKeys, UsageSummary},
     litellm::{KeyRecord, UserRecord},
     policy,
 };
@@ -286,7 +286,8 @@ fn ownership(f: &Facts, record: &UserRecord) -> Ownership {
     let me = claim::holder(f.user);
     match desired::marked_owner(&record.metadata) {
         Some(owner) if owner == me => Ownership::Ours,
-        // Someone replaced the user's metadata on the proxy; status shows the user is ours, so mark it again.
+        // Unmarked but recorded in status: an adopted user, which is marked only along with a change, or one
+        // whose metadata someone replaced on the proxy.
         None if f.status.user_id.as_deref() == Some(user_id.as_str()) => Ownership::Ours,
         Some(owner) if f.world.marked_owner_exists => Ownership::Stalled(
             Reason::OwnedByAnotherResource,
@@ -472,11 +473,14 @@ fn keys(
         }
         if due { revoke_now.push(key.hash) } else { still_retiring.push(key) }
     }
-    // Every other key of the user goes: strays issued elsewhere, a pending key whose delivery was cut off, the
-    // key of a Secret that was deleted or overwritten. Only this user's keys are ever revoked.
+    // Every other key of the user goes: a pending key whose delivery was cut off, the key of a Secret that was
+    // deleted or overwritten, and (unless the spec keeps them) strays issued elsewhere. Only this user's keys
+    // are ever revoked.
+    let issued_here = issued_by_this_resource(f, proxy_keys);
     for token in &live {
         let wanted = *token == current_hash || still_retiring.iter().any(|k| k.hash == *token);
-        if !wanted && !revoke_now.iter().any(|h| h == token) {
+        let may_go = user.spec.unmanaged_keys() == UnmanagedKeys::Revoke || issued_here.contains(token);
+        if !wanted && may_go && !revoke_now.iter().any(|h| h == token) {
             revoke_now.push((*token).to_owned());
         }
     }
@@ -493,6 +497,16 @@ fn keys(
     let issued = status.key_issued_at.as_deref().and_then(|t| t.parse().ok()).unwrap_or(f.now);
     status.next_rotation_at = next_rotation(f, issued).map(|at| at.to_string());
     Ok((plan, notes))
+}
+
+/// The hashes of the keys this resource issued: those carrying its mark in their metadata, and those its
+/// status records (a key registered by an older operator, or whose mark someone removed, is still known).
+fn issued_by_this_resource<'a>(f: &'a Facts, proxy_keys: &'a [KeyRecord]) -> BTreeSet<&'a str> {
+    let me = claim::holder(f.user);
+    let marked = proxy_keys.iter().filter(|k| k.owner.as_deref() == Some(me.as_str())).map(|k| k.token.as_str());
+    let status = f.status;
+    let recorded = [status.key_hash.as_deref(), status.pending_key_hash.as_deref()].into_iter().flatten();
+    marked.chain(recorded).chain(status.retiring_keys.iter().map(|k| k.hash.as_str())).collect()
 }
 
 /// The aliases the key should have, when they differ from what the proxy has.

@@ -7,7 +7,7 @@ use serde_json::{Map, json};
 
 use super::*;
 use crate::{
-    crd::{DeletionPolicy, KeySpec, LiteLLMUserSpec, RotationSpec},
+    crd::{DeletionPolicy, KeySpec, LiteLLMUserSpec, RotationSpec, UnmanagedKeys},
     reconcile::{conditions::READY, keys::key_hash},
 };
 
@@ -235,6 +235,75 @@ fn a_user_marked_by_a_live_resource_is_not_touched() {
     w.marked_owner_exists = false;
     let adopted = plan_for(&user, &LiteLLMUserStatus::default(), &w);
     assert!(ready(&adopted) && adopted.events.iter().any(|n| n.reason == "Adopted"));
+}
+
+fn adopted(unmanaged_keys: Option<UnmanagedKeys>) -> LiteLLMUser {
+    let key = KeySpec { unmanaged_keys, ..KeySpec::default() };
+    alice(LiteLLMUserSpec { adopt: true, max_budget: Some(5.0), key, ..Default::default() })
+}
+
+fn unmarked_user() -> UserRecord {
+    UserRecord { user_id: Some("team-a.alice".into()), max_budget: Some(5.0), ..UserRecord::default() }
+}
+
+fn sorted(mut hashes: Vec<String>) -> Vec<String> {
+    hashes.sort();
+    hashes
+}
+
+#[test]
+fn adopting_keeps_the_users_keys_and_sends_no_update_when_the_spec_matches() {
+    let theirs = [key_hash("sk-made-in-the-ui"), key_hash("sk-made-by-a-script")];
+    let w = world(present(unmarked_user(), &[&theirs[0], &theirs[1]]), SecretView::Absent);
+    let plan = plan_for(&adopted(None), &LiteLLMUserStatus::default(), &w);
+    assert!(ready(&plan) && plan.events.iter().any(|n| n.reason == "Adopted"), "{:?}", plan.events);
+    assert!(plan.key.issue.is_some(), "the operator's own key goes into the Secret");
+    assert!(plan.key.revoke.is_empty(), "the keys it came with keep working: {:?}", plan.key.revoke);
+    assert_eq!(plan.changes.update, None, "the ownership mark alone is no reason to update");
+    assert_eq!(plan.status.user_id.as_deref(), Some("team-a.alice"), "status records the user as managed");
+
+    // Once adopted, the unmarked user is recognised by status alone, and stays untouched.
+    let mut status = synced(FRESH);
+    status.managed_fields = vec!["maxBudget".into()];
+    let w = world(present(unmarked_user(), &[&theirs[0], &theirs[1], FRESH]), owned_secret(Some(FRESH)));
+    let plan = plan_for(&adopted(None), &status, &w);
+    assert!(ready(&plan) && !plan.writes(), "{plan:?}");
+}
+
+#[test]
+fn an_adopted_user_with_revoke_loses_the_keys_it_came_with() {
+    let theirs = [key_hash("sk-made-in-the-ui"), key_hash("sk-made-by-a-script")];
+    let w = world(present(unmarked_user(), &[&theirs[0], &theirs[1]]), SecretView::Absent);
+    let plan = plan_for(&adopted(Some(UnmanagedKeys::Revoke)), &LiteLLMUserStatus::default(), &w);
+    assert!(ready(&plan));
+    assert_eq!(sorted(plan.key.revoke), sorted(theirs.to_vec()));
+    // A user the operator created revokes them by default.
+    let user = alice(LiteLLMUserSpec::default());
+    let a = key_hash("sk-ours");
+    let w = world(present(marked("team-a/alice"), &[&a, &theirs[0]]), owned_secret(Some(&a)));
+    assert_eq!(plan_for(&user, &synced(&a), &w).key.revoke, vec![theirs[0].clone()]);
+}
+
+#[test]
+fn keeping_unmanaged_keys_still_revokes_the_keys_this_resource_issued() {
+    let current = key_hash("sk-current");
+    let cut_off = key_hash("sk-pending-never-delivered");
+    let stray_of_ours = key_hash("sk-issued-by-this-resource-and-forgotten");
+    let of_another_resource = key_hash("sk-of-a-retained-resource");
+    let theirs = key_hash("sk-made-in-the-ui");
+    let mut status = synced(&current);
+    status.pending_key_hash = Some(cut_off.clone());
+    let keys = vec![
+        key(&current),
+        key(&cut_off),
+        KeyRecord { owner: Some("team-a/alice".into()), ..key(&stray_of_ours) },
+        KeyRecord { owner: Some("team-b/bob".into()), ..key(&of_another_resource) },
+        key(&theirs),
+    ];
+    let proxy = ProxyView::Present { record: Box::new(unmarked_user()), keys, from_snapshot: false };
+    let plan = plan_for(&adopted(Some(UnmanagedKeys::Keep)), &status, &world(proxy, owned_secret(Some(&current))));
+    assert_eq!(plan.status.key_hash.as_deref(), Some(current.as_str()));
+    assert_eq!(sorted(plan.key.revoke), sorted(vec![cut_off, stray_of_ours]));
 }
 
 #[test]

@@ -174,6 +174,11 @@ fn desired_metadata(
     metadata
 }
 
+/// Metadata without the ownership mark.
+fn unmarked(metadata: &Map<String, Value>) -> Map<String, Value> {
+    metadata.iter().filter(|(k, _)| *k != OWNER_METADATA_KEY).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 fn object_permission(spec: &LiteLLMUserSpec) -> Option<Value> {
     let p = spec.object_permission.as_ref()?;
     let mut out = Map::new();
@@ -290,9 +295,11 @@ pub fn changes(
             None => {}
         }
     }
+    // The ownership mark never makes an update on its own: adopting a user that already matches the spec
+    // leaves it untouched (the claim and status.userId say whose it is). It rides along with any other change.
     let metadata = desired_metadata(spec, marker, Some(&actual.metadata), previously);
-    if !same(&Value::Object(metadata.clone()), &Value::Object(actual.metadata.clone())) {
-        body.insert("metadata".into(), Value::Object(metadata));
+    if !same(&Value::Object(unmarked(&metadata)), &Value::Object(unmarked(&actual.metadata))) {
+        body.insert("metadata".into(), Value::Object(metadata.clone()));
         out.changed.push("metadata");
     }
     if spec_changed && let Some(permission) = object_permission(spec) {
@@ -300,6 +307,9 @@ pub fn changes(
         out.changed.push("objectPermission");
     }
     if !body.is_empty() {
+        if actual.metadata.get(OWNER_METADATA_KEY).is_none_or(|mark| !same(mark, marker)) {
+            body.insert("metadata".into(), Value::Object(metadata));
+        }
         body.insert("user_id".into(), json!(user_id));
         out.update = Some(Value::Object(body));
     }
@@ -491,10 +501,45 @@ mod tests {
     }
 
     #[test]
-    fn adoption_keeps_existing_metadata_and_adds_the_marker() {
+    fn adopting_a_user_that_matches_the_spec_sends_nothing() {
+        let actual = UserRecord {
+            max_budget: Some(5.0),
+            metadata: Map::from_iter([("team".to_owned(), json!("x"))]),
+            ..Default::default()
+        };
+        let spec = LiteLLMUserSpec { max_budget: Some(5.0), ..Default::default() };
+        assert_eq!(changes(&spec, "u", &marker(), &actual, &[], &[], false), Changes::default());
+        let with_metadata = LiteLLMUserSpec { metadata: Some(BTreeMap::from([("team".into(), json!("x"))])), ..spec };
+        assert_eq!(changes(&with_metadata, "u", &marker(), &actual, &[], &[], false), Changes::default());
+    }
+
+    #[test]
+    fn adoption_keeps_existing_metadata_and_adds_the_marker_with_the_first_change() {
         let actual = UserRecord { metadata: Map::from_iter([("team".to_owned(), json!("x"))]), ..Default::default() };
-        let c = changes(&LiteLLMUserSpec::default(), "u", &marker(), &actual, &[], &[], false);
-        assert_eq!(c.update.unwrap()["metadata"], json!({"team": "x", OWNER_METADATA_KEY: {"owner": "team-a/alice"}}));
+        let spec = LiteLLMUserSpec { max_budget: Some(5.0), ..Default::default() };
+        let c = changes(&spec, "u", &marker(), &actual, &[], &[], false);
+        let update = c.update.unwrap();
+        assert_eq!(update["metadata"], json!({"team": "x", OWNER_METADATA_KEY: {"owner": "team-a/alice"}}));
+        assert_eq!(update["max_budget"], 5.0);
+        assert_eq!(c.changed, vec!["maxBudget"], "the mark is no change of the spec's");
+    }
+
+    #[test]
+    fn a_user_marked_by_someone_else_is_marked_anew_only_along_with_a_change() {
+        let mut actual = stored(&LiteLLMUserSpec::default());
+        actual.metadata.insert(OWNER_METADATA_KEY.to_owned(), owner_marker("team-b", "gone"));
+        let unchanged = changes(&LiteLLMUserSpec::default(), "u", &marker(), &actual, &[], &[], false);
+        assert_eq!(unchanged.update, None);
+        let spec = LiteLLMUserSpec { tpm_limit: Some(7), ..Default::default() };
+        let update = changes(&spec, "u", &marker(), &actual, &[], &[], false).update.unwrap();
+        assert_eq!(update["metadata"][OWNER_METADATA_KEY]["owner"], "team-a/alice");
+    }
+
+    #[test]
+    fn a_keys_mark_is_read_under_the_operators_metadata_key() {
+        let key: crate::litellm::KeyRecord =
+            serde_json::from_value(json!({ "token": "h", "metadata": { OWNER_METADATA_KEY: marker() } })).unwrap();
+        assert_eq!(key.owner.as_deref(), Some("team-a/alice"));
     }
 
     #[test]

@@ -545,7 +545,8 @@ async fn leave(user: &LiteLLMUser, ctx: &Context, proxy: &Proxy, user_id: &str, 
         info!(user_id, "LiteLLM user retained");
     } else if let Some((record, _)) = proxy.client.user_info(user_id).await? {
         // Ours by its mark (also when the resource was deleted before its status said so), or by status alone
-        // when someone wiped the mark; a user marked by anyone else is never deleted.
+        // when it was adopted and never changed (the mark comes with the first change) or someone wiped the
+        // mark; a user marked by anyone else is never deleted.
         match desired::marked_owner(&record.metadata) {
             Some(owner) if owner == claim::holder(user) => delete_user(proxy, user_id).await?,
             None if manages => delete_user(proxy, user_id).await?,

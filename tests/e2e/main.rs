@@ -1,6 +1,7 @@
 //! End-to-end suite: the built operator against a real kube-apiserver and a real LiteLLM proxy.
 //! Run it with `hack/e2e.sh`, which starts the test bed; the tests are `#[ignore]`d for plain `cargo test`.
 
+mod migrate;
 mod proxies;
 mod support;
 mod tenants;
