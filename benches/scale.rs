@@ -235,6 +235,20 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let mut create_writes = delta(&api_writes(client).await, &writes_before);
     *create_writes.entry("litellmusers".into()).or_default() -= size as f64; // the benchmark's own creates
 
+    if std::env::var("BENCH_CREATION_ONLY").is_ok_and(|v| v == "1") {
+        let result = json!({
+            "users": size,
+            "all_ready_seconds": all_ready.as_secs_f64(),
+            "peak_rss_mib": rss_create,
+            "cpu_seconds_creation": cpu_create,
+            "machine_cpu_busy_creation": machine_busy,
+            "creation_litellm_calls_per_user": create_calls.values().sum::<f64>() / size as f64,
+            "creation_k8s_writes_per_user": create_writes.values().sum::<f64>() / size as f64,
+        });
+        println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+        return result;
+    }
+
     // The first resync after creation fills in what creation could not know (budget_reset_at is computed by
     // the proxy and not in /user/new's answer); its writes are reported on their own.
     let writes_before = api_writes(client).await;

@@ -6,6 +6,8 @@
 #
 #   hack/bench.sh                       all sizes (about 15 minutes on 2 cores)
 #   BENCH_SIZES="100 1000" hack/bench.sh
+#   BENCH_CREATION_ONLY=1 BENCH_SIZES=10000 hack/bench.sh
+#                                       creation only (time to Ready, peak RSS): to compare builds quickly
 #   OPERATOR_BIN=path/to/litellm-operator hack/bench.sh
 #                                       another build of the operator (say, with another allocator)
 #   BENCH_PROFILE=1 BENCH_SIZES=10000 hack/bench.sh
@@ -41,6 +43,6 @@ cargo bench --quiet --bench scale
 if [ "${BENCH_PROFILE:-}" = 1 ]; then
   for profile in "$BENCH_PROFILE_DIR"/*.json; do python3 hack/dhat_summary.py "$profile"; done
   echo "[bench] heap profiles in $BENCH_PROFILE_DIR (open them in https://nnethercote.github.io/dh_view/dh_view.html)" >&2
-else
+elif [ "${BENCH_CREATION_ONLY:-}" != 1 ]; then
   python3 hack/bench_report.py "$BENCH_OUT" "${BENCH_SIZES:-100 1000 10000}"
 fi

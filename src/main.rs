@@ -316,10 +316,6 @@ fn crd_yaml(only: Option<&str>) -> Result<String, MainError> {
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-#[cfg(all(feature = "mimalloc", not(feature = "dhat-heap")))]
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // Written when main returns (after a SIGTERM), to the file DHAT_OUT names.
