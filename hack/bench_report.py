@@ -69,7 +69,8 @@ def fmt(v):
 lines = [
     "# Benchmarks",
     "",
-    "The real operator binary (release build) against a real kube-apiserver (v1.35.4, `hack/kube-testbed.sh`)",
+    "The real operator binary (the image's static musl release build) against a real kube-apiserver (v1.35.4,",
+    "`hack/kube-testbed.sh`)",
     "and the in-process LiteLLM emulator (newer generation), all on this one machine. Resync period 60 s.",
     "Kubernetes writes are counted from the API server's own `apiserver_request_total` (POST/PUT/PATCH/DELETE",
     "on litellmusers, secrets, leases and events, minus the benchmark's own creates); LiteLLM calls from the",
