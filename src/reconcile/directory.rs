@@ -196,8 +196,10 @@ impl Directory {
             managed.insert(user_id, kept);
         }
         if users.missing_pages == 0 {
-            // Ids asked for that the proxy does not have, or that carry the mark now, need no watching.
-            *self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = listed_unmarked;
+            // Ids asked for that the proxy does not have, or that carry the mark now, need no watching. Ids
+            // asked for while this listing ran stay: the next one looks for them.
+            let mut watched = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            watched.retain(|id| listed_unmarked.contains(id) || !unmarked.contains(id));
         }
 
         let previous = self.current().filter(|previous| !every_key && previous.keys_complete);
