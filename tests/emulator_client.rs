@@ -65,7 +65,7 @@ async fn operator_client_reads_both_generations() {
 /// `/key/list` for each user whose `key_count` no longer adds up.
 #[tokio::test]
 async fn directory_reads_only_the_newest_keys_and_rereads_users_whose_keys_went() {
-    use litellm_operator::reconcile::directory::Directory;
+    use litellm_operator::reconcile::directory::{Directory, KeyReading};
     let emulator = start(Generation::Newer).await;
     let client = client_for(&emulator, emulator.master_key());
     let mut hashes = Vec::new();
@@ -80,27 +80,33 @@ async fn directory_reads_only_the_newest_keys_and_rereads_users_whose_keys_went(
     }
     // The emulator's clock moves on below; the operator's does not, so no overlap is needed to tell old from new.
     let directory = Directory::with_key_overlap(Duration::ZERO);
-    directory.refresh(&client, true).await.expect("snapshot");
     let lookup = |id: &'static str| directory.lookup(id, None, Duration::from_secs(60));
-    assert_eq!(lookup("u5").await.expect("u5 managed").keys.len(), 1);
+    let key_lists = |e: &litellm_emulator::Emulator| e.request_counts().get("/key/list").copied().unwrap_or(0);
+    // The first snapshot after start-up reads users only: their key counts, no keys.
+    let before = key_lists(&emulator);
+    directory.refresh(&client, KeyReading::Deferred).await.expect("snapshot");
+    assert_eq!(key_lists(&emulator), before, "no key is read");
+    let u5 = lookup("u5").await.expect("u5 managed");
+    assert_eq!((u5.keys, u5.record.key_count), (None, Some(1)));
+    directory.refresh(&client, KeyReading::Every).await.expect("snapshot");
+    assert_eq!(lookup("u5").await.expect("u5 managed").keys.expect("read").len(), 1);
 
     // Later: an admin adds a key for u5 and deletes u7's.
     emulator.advance_clock(Duration::from_secs(600));
     client.key_register("u5", "sk-directory-test-admin-key-0123456789abcdefghij", &json!({})).await.expect("added");
     client.key_delete(&[hashes[7].clone()]).await.expect("deleted");
-    let key_lists = |e: &litellm_emulator::Emulator| e.request_counts().get("/key/list").copied().unwrap_or(0);
     let before = key_lists(&emulator);
-    directory.refresh(&client, false).await.expect("snapshot");
+    directory.refresh(&client, KeyReading::Newest).await.expect("snapshot");
     assert_eq!(key_lists(&emulator) - before, 2, "one page of new keys, and u7's keys read on their own");
-    assert_eq!(lookup("u5").await.expect("u5").keys.len(), 2, "the new key joins the known one");
-    assert!(lookup("u7").await.expect("u7").keys.is_empty(), "the deleted key is gone");
-    let u9 = lookup("u9").await.expect("u9");
-    assert_eq!(u9.keys.iter().map(|k| k.token.clone()).collect::<Vec<_>>(), vec![hashes[9].clone()]);
+    assert_eq!(lookup("u5").await.expect("u5").keys.expect("read").len(), 2, "the new key joins the known one");
+    assert!(lookup("u7").await.expect("u7").keys.expect("read").is_empty(), "the deleted key is gone");
+    let u9 = lookup("u9").await.expect("u9").keys.expect("read");
+    assert_eq!(u9.iter().map(|k| k.token.clone()).collect::<Vec<_>>(), vec![hashes[9].clone()]);
 
     // A user managed without the operator's mark (adopted as it was) is in the snapshots once looked up.
     client.user_new(&json!({ "user_id": "adopted", "auto_create_key": false })).await.expect("created");
-    directory.refresh(&client, false).await.expect("snapshot");
+    directory.refresh(&client, KeyReading::Newest).await.expect("snapshot");
     assert!(lookup("adopted").await.is_none(), "unmarked users are not listed unasked");
-    directory.refresh(&client, false).await.expect("snapshot");
+    directory.refresh(&client, KeyReading::Newest).await.expect("snapshot");
     assert!(lookup("adopted").await.is_some(), "once asked for, it is");
 }

@@ -164,6 +164,33 @@ fn the_snapshot_only_confirms_and_never_acts() {
 }
 
 #[test]
+fn after_a_restart_the_status_stands_in_for_unread_keys_only_when_the_count_matches() {
+    use super::super::observe::keys_as_status_says;
+    let a = key_hash("sk-ours");
+    let old = key_hash("sk-ours-before-rotation");
+    let spec = LiteLLMUserSpec {
+        aliases: Some(BTreeMap::from([("gpt".into(), "gpt-4o".into())])),
+        ..LiteLLMUserSpec::default()
+    };
+    let user = alice(spec);
+    let mut status = synced(&a);
+    status.retiring_keys = vec![RetiringKey { hash: old.clone(), revoke_at: at(600) }];
+    let keys = keys_as_status_says(&user, &status, Some(2)).expect("two keys, as the status says");
+    let snapshot = ProxyView::Present { record: Box::new(marked("team-a/alice")), keys, from_snapshot: true };
+    let plan = plan_for(&user, &status, &world(snapshot, owned_secret(Some(&a))));
+    assert!(!plan.writes() && plan.status == status, "in sync, nothing written: {:?}", plan);
+
+    assert_eq!(keys_as_status_says(&user, &status, Some(1)), None, "a key gone: read the user");
+    assert_eq!(keys_as_status_says(&user, &status, Some(3)), None, "a key more: read the user");
+    assert_eq!(keys_as_status_says(&user, &status, None), None, "no count: read the user");
+    let pending = LiteLLMUserStatus { pending_key_hash: Some(FRESH.into()), ..status.clone() };
+    assert_eq!(keys_as_status_says(&user, &pending, Some(3)), None, "a key in delivery: read the user");
+    let mut keyless = alice(LiteLLMUserSpec::default());
+    keyless.spec.key.enabled = false;
+    assert_eq!(keys_as_status_says(&keyless, &status, Some(5)), Some(Vec::new()), "keys off: not looked at");
+}
+
+#[test]
 fn a_409_without_such_a_user_is_a_rejection() {
     let user = alice(LiteLLMUserSpec { user_email: Some("taken@example.com".into()), ..Default::default() });
     let mut w = world(ProxyView::Absent, SecretView::Absent);

@@ -12,6 +12,11 @@
 //! keys each user has (`key_count`), so a user whose keys were deleted, or who has keys the reading missed,
 //! is read again on its own. A key swapped on the proxy is a new key, so it is seen at the next refresh; what
 //! waits for the next full reading is only an edit of an existing key (its aliases or expiry).
+//!
+//! The first snapshot after start-up reads no keys at all, so that a restart costs one listing of users and
+//! not a reading of every key as well: until the second snapshot (one interval later) reads every key, a
+//! resource whose user has as many keys as its status accounts for is taken to have those keys (see
+//! `observe`). Keys changed while the operator was down are then seen at most one interval late.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -55,7 +60,31 @@ const USERS_READ_ALONE: usize = 200;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub record: UserRecord,
-    pub keys: Vec<KeyRecord>,
+    /// `None` when the snapshot read no keys (the first one after start-up); `record.key_count` still says how
+    /// many the user has.
+    pub keys: Option<Vec<KeyRecord>>,
+}
+
+/// Which keys a refresh reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyReading {
+    /// None: the first refresh after start-up.
+    Deferred,
+    /// Only keys newer than the last snapshot's (every key when the last snapshot did not hold them all).
+    Newest,
+    Every,
+}
+
+impl KeyReading {
+    /// What the `refresh`-th refresh since start-up (counting from 0) reads: nothing at first, every key at the
+    /// second and then every [`FULL_KEY_READING_EVERY`] refreshes, only the newest in between.
+    pub fn for_refresh(refresh: u64) -> Self {
+        match refresh {
+            0 => KeyReading::Deferred,
+            n if n % FULL_KEY_READING_EVERY == 1 => KeyReading::Every,
+            _ => KeyReading::Newest,
+        }
+    }
 }
 
 /// A managed user as the snapshot keeps it: the record as compact JSON, since JSON maps (metadata, object
@@ -73,9 +102,9 @@ impl Kept {
         Kept { record: json.into_boxed_str(), key_count: record.key_count, keys: Vec::new() }
     }
 
-    fn entry(&self) -> Option<Entry> {
+    fn entry(&self, keys_read: bool) -> Option<Entry> {
         let record = serde_json::from_str(&self.record).ok()?;
-        Some(Entry { record, keys: self.keys.clone() })
+        Some(Entry { record, keys: keys_read.then(|| self.keys.clone()) })
     }
 }
 
@@ -87,6 +116,8 @@ struct Snapshot {
     users: HashMap<String, Kept>,
     /// Whether it holds every key of its users, so that the next snapshot may read only newer keys.
     keys_complete: bool,
+    /// Whether it read keys at all.
+    keys_read: bool,
 }
 
 pub struct Directory {
@@ -129,7 +160,7 @@ impl Directory {
             let _ = tokio::time::timeout(FIRST_SNAPSHOT_WAIT, ticks.wait_for(|count| *count > 0)).await;
         }
         let snapshot = self.current()?;
-        let found = snapshot.users.get(user_id).and_then(Kept::entry);
+        let found = snapshot.users.get(user_id).and_then(|kept| kept.entry(snapshot.keys_read));
         if found.is_none() {
             // Perhaps a user the operator manages without its mark: look for it from the next refresh on.
             self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(user_id.to_owned());
@@ -148,16 +179,18 @@ impl Directory {
         self.snapshot.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// Refreshes the snapshot every `interval`, for as long as the process runs.
+    /// Refreshes the snapshot every `interval` from start-up on (at a steady rate: a slow refresh does not push
+    /// the later ones back), for as long as the process runs.
     pub async fn run(self: Arc<Self>, litellm: LiteLlmClient, interval: Duration) {
         self.running.store(true, Ordering::Relaxed);
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for refresh in 0u64.. {
-            let every_key = refresh % FULL_KEY_READING_EVERY == 0;
-            if let Err(err) = self.refresh(&litellm, every_key).await {
+            ticks.tick().await;
+            if let Err(err) = self.refresh(&litellm, KeyReading::for_refresh(refresh)).await {
                 warn!(error = %err, "could not list LiteLLM users; resyncs read users one by one");
             }
             self.refreshed.send_modify(|count| *count += 1);
-            tokio::time::sleep(interval).await;
         }
     }
 
@@ -169,8 +202,8 @@ impl Directory {
         }
     }
 
-    /// Takes one snapshot: every key when `every_key`, else only keys newer than the last snapshot's.
-    pub async fn refresh(&self, litellm: &LiteLlmClient, every_key: bool) -> Result<(), ApiError> {
+    /// Takes one snapshot, with the keys `reading` says.
+    pub async fn refresh(&self, litellm: &LiteLlmClient, reading: KeyReading) -> Result<(), ApiError> {
         let taken = Timestamp::now();
         let taken_by_proxy = litellm.proxy_now();
         let unmarked = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
@@ -202,8 +235,9 @@ impl Directory {
             watched.retain(|id| listed_unmarked.contains(id) || !unmarked.contains(id));
         }
 
-        let previous = self.current().filter(|previous| !every_key && previous.keys_complete);
+        let previous = self.current().filter(|previous| reading == KeyReading::Newest && previous.keys_complete);
         let keys_complete = match &previous {
+            _ if reading == KeyReading::Deferred => false,
             Some(previous) => match newest_keys(litellm, self.keys_since(previous)).await {
                 Ok(keys) => {
                     merge(&mut managed, Some(&previous.users), keys);
@@ -216,15 +250,18 @@ impl Directory {
             },
             None => every_key_merged(litellm, &mut managed).await,
         };
-        confirm_key_counts(litellm, &mut managed).await;
+        let keys_read = reading != KeyReading::Deferred;
+        if keys_read {
+            confirm_key_counts(litellm, &mut managed).await;
+        }
         debug!(
             users = managed.len(),
             missing_user_pages = users.missing_pages,
-            every_key,
+            ?reading,
             "listed LiteLLM users and keys"
         );
         *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(Arc::new(Snapshot { taken, taken_by_proxy, users: managed, keys_complete }));
+            Some(Arc::new(Snapshot { taken, taken_by_proxy, users: managed, keys_complete, keys_read }));
         Ok(())
     }
 }
@@ -402,8 +439,19 @@ mod tests {
             "object_permission": { "mcp_servers": ["a"] }, "models": ["m"]
         }))
         .unwrap();
-        let entry = Kept::new(&record).entry().unwrap();
+        let entry = Kept::new(&record).entry(true).unwrap();
         assert_eq!(entry.record, record);
+        assert_eq!(entry.keys, Some(Vec::new()));
+        assert_eq!(Kept::new(&record).entry(false).unwrap().keys, None, "a snapshot without keys says so");
+    }
+
+    #[test]
+    fn keys_wait_for_the_second_refresh_and_are_read_in_full_every_so_often() {
+        let readings: Vec<KeyReading> = (0..FULL_KEY_READING_EVERY + 3).map(KeyReading::for_refresh).collect();
+        assert_eq!(readings[0], KeyReading::Deferred);
+        assert_eq!(readings[1], KeyReading::Every);
+        assert!(readings[2..=FULL_KEY_READING_EVERY as usize].iter().all(|r| *r == KeyReading::Newest));
+        assert_eq!(readings[FULL_KEY_READING_EVERY as usize + 1], KeyReading::Every);
     }
 
     #[tokio::test]

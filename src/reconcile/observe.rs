@@ -189,7 +189,10 @@ async fn proxy_user(
         let changed = status.last_sync_time.as_deref().and_then(|t| t.parse().ok());
         let max_age = ctx.settings.resync.saturating_mul(2);
         if let Some(entry) = proxy.directory.lookup(user_id, changed, max_age).await {
-            return Ok(ProxyView::Present { record: Box::new(entry.record), keys: entry.keys, from_snapshot: true });
+            let keys = entry.keys.or_else(|| keys_as_status_says(user, status, entry.record.key_count));
+            if let Some(keys) = keys {
+                return Ok(ProxyView::Present { record: Box::new(entry.record), keys, from_snapshot: true });
+            }
         }
     }
     let brand_new = status.conditions.is_empty() && status.user_id.is_none();
@@ -200,6 +203,39 @@ async fn proxy_user(
         Some((record, keys)) => ProxyView::Present { record: Box::new(record), keys, from_snapshot: false },
         None => ProxyView::Absent,
     })
+}
+
+/// The keys a settled resource's status accounts for, as the proxy would list them, when the proxy's count of
+/// the user's keys matches: what a snapshot that read no keys (the first after start-up) stands in with until
+/// the next one reads them. A key swapped, or edited, while the operator was down is seen one interval late;
+/// one deleted or added changes the count, and the user is read.
+pub fn keys_as_status_says(
+    user: &LiteLLMUser,
+    status: &LiteLLMUserStatus,
+    key_count: Option<i64>,
+) -> Option<Vec<KeyRecord>> {
+    if !user.spec.key.enabled {
+        // The operator neither creates nor deletes keys of such a user, and does not look at them.
+        return Some(Vec::new());
+    }
+    if status.pending_key_hash.is_some() {
+        return None;
+    }
+    let current = status.key_hash.as_ref()?;
+    let hashes: Vec<&String> =
+        std::iter::once(current).chain(status.retiring_keys.iter().map(|retiring| &retiring.hash)).collect();
+    if key_count != Some(hashes.len() as i64) {
+        return None;
+    }
+    let aliases: serde_json::Map<String, serde_json::Value> =
+        user.spec.aliases.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    let key = |hash: &String| KeyRecord {
+        token: hash.clone(),
+        user_id: status.user_id.clone(),
+        aliases: aliases.clone(),
+        ..KeyRecord::default()
+    };
+    Some(hashes.into_iter().map(key).collect())
 }
 
 async fn secret(ctx: &Context, user: &LiteLLMUser, status: &LiteLLMUserStatus) -> Result<SecretView, Error> {
