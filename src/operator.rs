@@ -336,10 +336,15 @@ fn report<K, E: std::error::Error>(result: Result<K, controller::Error<E, watche
     }
 }
 
+/// How often `/readyz`'s view of the proxy is renewed while it is reachable, and while it is not: a probe is
+/// one more call on the proxy, so it is made only when no other call has succeeded in the meantime.
+const PROXY_CHECK_REACHABLE: Duration = Duration::from_secs(30);
+const PROXY_CHECK_UNREACHABLE: Duration = Duration::from_secs(5);
+
 /// Keeps `proxy_reachable` current for `/readyz`.
 async fn watch_proxy(litellm: LiteLlmClient, health: Arc<Health>) {
     loop {
-        let reachable = litellm.reachable().await;
+        let reachable = litellm.answered_within(PROXY_CHECK_REACHABLE) || litellm.reachable().await;
         if health.proxy_reachable.swap(reachable, Ordering::Relaxed) != reachable {
             if reachable {
                 info!("LiteLLM proxy reachable");
@@ -347,7 +352,7 @@ async fn watch_proxy(litellm: LiteLlmClient, health: Arc<Health>) {
                 warn!("LiteLLM proxy not reachable");
             }
         }
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(if reachable { PROXY_CHECK_REACHABLE } else { PROXY_CHECK_UNREACHABLE }).await;
     }
 }
 

@@ -56,6 +56,8 @@ pub struct LiteLlmClient {
     /// The proxy's clock minus the operator's, in seconds, from the `Date` of its last answer (`i64::MIN`
     /// until one came).
     clock_offset: Arc<std::sync::atomic::AtomicI64>,
+    /// When the proxy last answered a call with success (Unix seconds, 0 before it did).
+    last_success: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The two behaviours of LiteLLM's admin API (see `shared/reference/litellm-user-api.md`, 1.12).
@@ -126,6 +128,7 @@ impl LiteLlmClient {
             metrics: None,
             generation: Arc::default(),
             clock_offset: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+            last_success: Arc::default(),
         })
     }
 
@@ -140,10 +143,29 @@ impl LiteLlmClient {
         self
     }
 
+    /// Whether one of this client's calls succeeded within `within`: as good a sign the proxy is reachable as
+    /// a probe, and free.
+    pub fn answered_within(&self, within: Duration) -> bool {
+        let last = self.last_success.load(std::sync::atomic::Ordering::Relaxed);
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        last > 0 && now.saturating_sub(last) <= within.as_secs() as i64
+    }
+
     /// Whether the proxy answers its unauthenticated liveness probe.
     pub async fn reachable(&self) -> bool {
-        let Ok(url) = self.base_url.join("health/liveliness") else { return false };
-        self.http.get(url).send().await.is_ok_and(|r| r.status().is_success())
+        const EP: &str = "/health/liveliness";
+        let started = Instant::now();
+        let Ok(url) = self.base_url.join(EP.trim_start_matches('/')) else { return false };
+        let answer = self.http.get(url).send().await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &answer {
+                Ok(r) if r.status().is_success() => "ok".to_owned(),
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "transport".to_owned(),
+            };
+            metrics.litellm_call(EP, outcome, started.elapsed());
+        }
+        answer.is_ok_and(|r| r.status().is_success())
     }
 
     /// `GET /user/info`: the user row and its keys, or `None` when there is no such user (404 on newer proxies,
@@ -369,6 +391,8 @@ impl LiteLlmClient {
             .map(Duration::from_secs);
         let text = response.text().await.map_err(|err| ApiError::transport(endpoint, &err))?;
         if status.is_success() {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            self.last_success.store(now, std::sync::atomic::Ordering::Relaxed);
             return Ok(text);
         }
         let message = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
