@@ -3,7 +3,8 @@
 //!
 //! Run it with `hack/bench.sh` (which starts the control plane and builds the operator), or directly with
 //! `KUBECONFIG`, `OPERATOR_BIN` and optionally `BENCH_SIZES` (default "100 1000 10000") set:
-//! `cargo bench --bench scale`.
+//! `cargo bench --bench scale`. With `BENCH_LITELLM_URL` and `BENCH_LITELLM_MASTER_KEY` it runs against that
+//! proxy (a real one) instead of the emulator, and counts calls from the operator's own metrics.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +16,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
-    api::{ListParams, PostParams},
+    api::PostParams,
     runtime::{WatchStreamExt, watcher},
 };
 use litellm_emulator::{Emulator, EmulatorConfig, Generation};
@@ -30,13 +31,60 @@ fn restart_window() -> Duration {
 }
 static PROFILE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// The proxy under the operator.
+enum Litellm {
+    /// Counts every call it serves.
+    Emulator(Emulator),
+    /// A real proxy: calls are counted by the operator.
+    Real { url: String, master_key: String },
+}
+
+impl Litellm {
+    async fn start() -> Litellm {
+        match (std::env::var("BENCH_LITELLM_URL"), std::env::var("BENCH_LITELLM_MASTER_KEY")) {
+            (Ok(url), Ok(master_key)) => Litellm::Real { url, master_key },
+            _ => Litellm::Emulator(Emulator::start(EmulatorConfig::new(Generation::Newer)).await.expect("emulator")),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Litellm::Emulator(emulator) => emulator.url(),
+            Litellm::Real { url, .. } => url.clone(),
+        }
+    }
+
+    fn master_key(&self) -> String {
+        match self {
+            Litellm::Emulator(emulator) => emulator.master_key().to_owned(),
+            Litellm::Real { master_key, .. } => master_key.clone(),
+        }
+    }
+
+    /// Calls served so far, by endpoint: the emulator's count, or the count of the running operator.
+    async fn calls(&self, operator: &Operator) -> BTreeMap<String, f64> {
+        match self {
+            Litellm::Emulator(emulator) => emulator.request_counts().into_iter().map(|(k, v)| (k, v as f64)).collect(),
+            Litellm::Real { .. } => operator.litellm_calls().await,
+        }
+    }
+
+    /// Calls served by the time a new operator starts (for a real proxy: none that it counted yet).
+    fn calls_before_start(&self) -> BTreeMap<String, f64> {
+        match self {
+            Litellm::Emulator(emulator) => emulator.request_counts().into_iter().map(|(k, v)| (k, v as f64)).collect(),
+            Litellm::Real { .. } => BTreeMap::new(),
+        }
+    }
+}
+
 struct Operator {
     child: Child,
     port: u16,
 }
 
 impl Operator {
-    fn start(namespace: &str, emulator: &Emulator, resync: Option<Duration>) -> Operator {
+    fn start(namespace: &str, litellm: &Litellm, resync: Option<Duration>) -> Operator {
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18090);
         let log = std::fs::File::create(std::env::temp_dir().join(format!("bench-operator-{namespace}.log")))
@@ -45,8 +93,8 @@ impl Operator {
             Command::new(std::env::var("OPERATOR_BIN").expect("OPERATOR_BIN: the release operator binary"));
         command
             .args(["run", "--namespaces", namespace])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--litellm-url", &emulator.url()])
-            .env("LITELLM_MASTER_KEY", emulator.master_key())
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--litellm-url", &litellm.url()])
+            .env("LITELLM_MASTER_KEY", litellm.master_key())
             .env("CLAIM_NAMESPACE", namespace)
             .env("RUST_LOG", "warn");
         if let Some(resync) = resync {
@@ -64,11 +112,6 @@ impl Operator {
     /// CPU seconds used so far and peak resident memory in MiB, from /proc.
     fn usage(&self) -> (f64, f64) {
         let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        let ticks: f64 =
-            fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let hwm_kib: f64 = status
             .lines()
@@ -76,7 +119,25 @@ impl Operator {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        (ticks / 100.0, hwm_kib / 1024.0)
+        (cpu_seconds(&pid.to_string()), hwm_kib / 1024.0)
+    }
+
+    /// The operator's own count of its LiteLLM calls, by endpoint, from its metrics.
+    async fn litellm_calls(&self) -> BTreeMap<String, f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let text = match reqwest::get(&url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let mut calls = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with("litellm_operator_litellm_requests_total{")) {
+            let endpoint = line.split("endpoint=\"").nth(1).and_then(|rest| rest.split('"').next());
+            let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            if let (Some(endpoint), Some(value)) = (endpoint, value) {
+                *calls.entry(endpoint.to_owned()).or_default() += value;
+            }
+        }
+        calls
     }
 
     async fn wait_ready(&self) {
@@ -139,6 +200,22 @@ async fn api_writes(client: &Client) -> BTreeMap<String, f64> {
 }
 
 /// CPU time of the whole machine so far: (busy, total) in ticks, from /proc/stat.
+/// CPU seconds a process (`self` for this one) has used so far, from /proc; 0 when it is not there.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds of the control plane (etcd and kube-apiserver in one process: `KUBE_TESTBED_PID`) and of the
+/// benchmark itself (its clients and the emulator), to show where the machine's time goes.
+fn other_cpu() -> (f64, f64) {
+    let control_plane = std::env::var("KUBE_TESTBED_PID").map(|pid| cpu_seconds(&pid)).unwrap_or(0.0);
+    (control_plane, cpu_seconds("self"))
+}
+
 fn machine_cpu() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<f64> = stat
@@ -164,10 +241,6 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTree
     after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect()
 }
 
-fn calls(emulator: &Emulator) -> BTreeMap<String, f64> {
-    emulator.request_counts().into_iter().map(|(k, v)| (k, v as f64)).collect()
-}
-
 fn user(name: &str) -> LiteLLMUser {
     serde_json::from_value(json!({
         "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser",
@@ -177,23 +250,28 @@ fn user(name: &str) -> LiteLLMUser {
     .expect("user")
 }
 
-async fn ready_count(users: &Api<LiteLLMUser>) -> usize {
-    let mut ready = 0;
-    let mut params = ListParams::default().limit(2000);
-    loop {
-        let Ok(page) = users.list(&params).await else { return ready };
-        ready += page
-            .items
-            .iter()
-            .filter(|u| {
-                u.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return ready,
+fn is_ready(user: &LiteLLMUser) -> bool {
+    user.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until `size` resources are Ready, from one watch: polling with lists would cost the API server more
+/// than the operator's whole work at 10,000 users, and slow down what it measures.
+async fn wait_all_ready(users: &Api<LiteLLMUser>, size: usize, deadline: Duration) {
+    let mut ready = std::collections::HashSet::new();
+    let mut events = Box::pin(watcher(users.clone(), watcher::Config::default()).applied_objects());
+    let waited = tokio::time::timeout(deadline, async {
+        while ready.len() < size {
+            match events.try_next().await {
+                Ok(Some(user)) if is_ready(&user) => drop(ready.insert(user.metadata.name.unwrap_or_default())),
+                Ok(Some(user)) => drop(ready.remove(&user.metadata.name.unwrap_or_default())),
+                Ok(None) => panic!("the watch ended"),
+                // The watcher starts over by itself (a 410, a dropped connection).
+                Err(_) => {}
+            }
         }
-    }
+    })
+    .await;
+    assert!(waited.is_ok(), "not all Ready after {deadline:?}: {} of {size}", ready.len());
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -204,19 +282,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn run_size(client: &Client, size: usize) -> Value {
-    let emulator = Emulator::start(EmulatorConfig::new(Generation::Newer)).await.expect("emulator");
+    let litellm = Litellm::start().await;
     let namespace = format!("bench-{size}-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": namespace } })).expect("namespace");
     namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
     let users: Api<LiteLLMUser> = Api::namespaced(client.clone(), &namespace);
-    let operator = Operator::start(&namespace, &emulator, Some(RESYNC));
+    let operator = Operator::start(&namespace, &litellm, Some(RESYNC));
     operator.wait_ready().await;
 
     // Creation: apply `size` users, wait until all are Ready.
-    let (calls_before, writes_before) = (calls(&emulator), api_writes(client).await);
+    let (calls_before, writes_before) = (litellm.calls(&operator).await, api_writes(client).await);
     let started = Instant::now();
     let cpu_before_creation = machine_cpu();
+    let others_before_creation = other_cpu();
     stream::iter(0..size)
         .map(|i| {
             let users = users.clone();
@@ -227,16 +306,17 @@ async fn run_size(client: &Client, size: usize) -> Value {
         .await
         .expect("create users");
     let applied = started.elapsed();
-    while ready_count(&users).await < size {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(started.elapsed() < Duration::from_secs(1800), "not all Ready after 30 minutes");
-    }
+    let deadline = Duration::from_secs(1800).max(Duration::from_millis(40 * size as u64));
+    wait_all_ready(&users, size, deadline.saturating_sub(started.elapsed())).await;
     let all_ready = started.elapsed();
     let cpu_after_creation = machine_cpu();
+    let others_after_creation = other_cpu();
+    let control_plane_cpu = others_after_creation.0 - others_before_creation.0;
+    let bench_cpu = others_after_creation.1 - others_before_creation.1;
     let machine_busy = 100.0 * (cpu_after_creation.0 - cpu_before_creation.0)
         / (cpu_after_creation.1 - cpu_before_creation.1).max(1.0);
     let (cpu_create, rss_create) = operator.usage();
-    let create_calls = delta(&calls(&emulator), &calls_before);
+    let create_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let mut create_writes = delta(&api_writes(client).await, &writes_before);
     *create_writes.entry("litellmusers".into()).or_default() -= size as f64; // the benchmark's own creates
 
@@ -247,6 +327,8 @@ async fn run_size(client: &Client, size: usize) -> Value {
             "peak_rss_mib": rss_create,
             "cpu_seconds_creation": cpu_create,
             "machine_cpu_busy_creation": machine_busy,
+            "control_plane_cpu_seconds_creation": control_plane_cpu,
+            "bench_cpu_seconds_creation": bench_cpu,
             "creation_litellm_calls_per_user": create_calls.values().sum::<f64>() / size as f64,
             "creation_k8s_writes_per_user": create_writes.values().sum::<f64>() / size as f64,
         });
@@ -261,13 +343,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
         let name = format!("single-{i}");
         let watch = watcher(users.clone(), watcher::Config::default().fields(&format!("metadata.name={name}")))
             .applied_objects()
-            .try_filter(|u| {
-                let ready = u
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                futures::future::ready(ready)
-            });
+            .try_filter(|u| futures::future::ready(is_ready(u)));
         let mut watch = Box::pin(watch);
         let started = Instant::now();
         users.create(&PostParams::default(), &user(&name)).await.expect("create single");
@@ -283,10 +359,10 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let first_resync_writes = delta(&api_writes(client).await, &writes_before);
 
     // Steady state: one more resync period with nothing changed.
-    let (calls_before, writes_before) = (calls(&emulator), api_writes(client).await);
+    let (calls_before, writes_before) = (litellm.calls(&operator).await, api_writes(client).await);
     let (cpu_before, _) = operator.usage();
     tokio::time::sleep(RESYNC + Duration::from_secs(5)).await;
-    let steady_calls = delta(&calls(&emulator), &calls_before);
+    let steady_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let steady_writes = delta(&api_writes(client).await, &writes_before);
     let (cpu_after, rss_peak) = operator.usage();
 
@@ -294,11 +370,11 @@ async fn run_size(client: &Client, size: usize) -> Value {
     drop(operator);
 
     // A restart with every user in sync, at the default resync interval: what the first minutes cost.
-    let (calls_before, writes_before) = (calls(&emulator), api_writes(client).await);
-    let operator = Operator::start(&namespace, &emulator, None);
+    let (calls_before, writes_before) = (litellm.calls_before_start(), api_writes(client).await);
+    let operator = Operator::start(&namespace, &litellm, None);
     operator.wait_ready().await;
     tokio::time::sleep(restart_window()).await;
-    let restart_calls = delta(&calls(&emulator), &calls_before);
+    let restart_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let restart_writes = delta(&api_writes(client).await, &writes_before);
     let (_, rss_restart) = operator.usage();
     drop(operator);
@@ -306,10 +382,13 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let per_user = |m: &BTreeMap<String, f64>| m.values().sum::<f64>() / size as f64;
     let result = json!({
         "users": size,
+        "proxy": if matches!(litellm, Litellm::Real { .. }) { "real" } else { "emulator" },
         "apply_seconds": applied.as_secs_f64(),
         "all_ready_seconds": all_ready.as_secs_f64(),
         "cpu_seconds_creation": cpu_create,
         "machine_cpu_busy_creation": machine_busy,
+        "control_plane_cpu_seconds_creation": control_plane_cpu,
+        "bench_cpu_seconds_creation": bench_cpu,
         "metric_series_per_user": series as f64 / (size + latencies.len()) as f64,
         "cpu_seconds_steady_period": cpu_after - cpu_before,
         "peak_rss_mib": rss_peak.max(rss_create),

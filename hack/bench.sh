@@ -10,6 +10,10 @@
 #                                       creation only (time to Ready, peak RSS): to compare builds quickly
 #   OPERATOR_BIN=path/to/litellm-operator hack/bench.sh
 #                                       another build of the operator (say, with another allocator)
+#   BENCH_LITELLM_VERSION=1.108.7 BENCH_SIZES=1000 hack/bench.sh
+#                                       against the real LiteLLM proxy of the test bed (../shared/testbed/litellm,
+#                                       or LITELLM_TESTBED_DIR) instead of the emulator; figures go to
+#                                       docs/bench-results-real.json, not BENCHMARKS.md
 #   BENCH_PROFILE=1 BENCH_SIZES=10000 hack/bench.sh
 #                                       heap profiles (dhat) of each operator run, summarised by
 #                                       hack/dhat_summary.py; the figures of a profiled run are not comparable
@@ -17,7 +21,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 STATE="$(mktemp -d /tmp/litellm-operator-bench.XXXXXX)"
-trap 'KUBE_TESTBED_PORT=16743 bash hack/kube-testbed.sh down "$STATE/kube" || true' EXIT
+LITELLM_TESTBED_DIR="${LITELLM_TESTBED_DIR:-$ROOT/../shared/testbed/litellm}"
+cleanup() {
+  KUBE_TESTBED_PORT=16743 bash hack/kube-testbed.sh down "$STATE/kube" || true
+  if [ -n "${BENCH_LITELLM_VERSION:-}" ]; then bash "$LITELLM_TESTBED_DIR/down.sh" "$STATE/litellm" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 if [ -n "${OPERATOR_BIN:-}" ]; then
   : # a binary of the caller's (say, another allocator's build)
@@ -38,8 +47,24 @@ eval "$(KUBE_TESTBED_PORT=16743 KUBE_TESTBED_ETCD_PORT=12679 bash hack/kube-test
 export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"
 kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/litellmusers.litellm-operator.io >/dev/null
+if [ -n "${BENCH_LITELLM_VERSION:-}" ]; then
+  # Ports of its own, beside the test suite's proxies.
+  eval "$(bash "$LITELLM_TESTBED_DIR/up.sh" "$STATE/litellm" --version "$BENCH_LITELLM_VERSION" --port 4650 --pg-port 55650)"
+  export BENCH_LITELLM_URL="$LITELLM_URL" BENCH_LITELLM_MASTER_KEY="$LITELLM_MASTER_KEY"
+fi
 export BENCH_OUT="$STATE/results.json"
 cargo bench --quiet --bench scale
+if [ -n "${BENCH_LITELLM_VERSION:-}" ]; then
+  python3 - "$BENCH_OUT" "$BENCH_LITELLM_VERSION" docs/bench-results-real.json <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))
+for result in results:
+    result["litellm_version"] = sys.argv[2]
+json.dump(results, open(sys.argv[3], "w"), indent=2)
+PY
+  echo "[bench] real-proxy figures in docs/bench-results-real.json" >&2
+  exit 0
+fi
 if [ "${BENCH_PROFILE:-}" = 1 ]; then
   for profile in "$BENCH_PROFILE_DIR"/*.json; do python3 hack/dhat_summary.py "$profile"; done
   echo "[bench] heap profiles in $BENCH_PROFILE_DIR (open them in https://nnethercote.github.io/dh_view/dh_view.html)" >&2

@@ -96,6 +96,9 @@ func up(args []string) int {
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(*dir, "etcd")
 	cfg.LogLevel = "error"
+	// The scale benchmark writes a few GB of revisions at 100,000 users; the default quota (2 GiB) would stop
+	// etcd, and with it the API server, half-way.
+	cfg.QuotaBackendBytes = 8 << 30
 	cu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(*etcdPort))
 	pu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(*etcdPort+1))
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
