@@ -24,7 +24,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 use crate::{
-    crd::{LiteLLMProxy, LiteLLMUser, ProxyPolicy},
+    crd::{CachedUser, LiteLLMProxy, LiteLLMUser, ProxyPolicy},
     litellm::LiteLlmClient,
     metrics::Metrics,
     proxies::{self, FLAGS_PROXY, Proxy, Registry, controller::ProxyContext},
@@ -232,7 +232,7 @@ async fn run_controllers(
     let mut secret_stores = Vec::new();
     let mut watches = Vec::new();
     for scope in scopes {
-        let (users, secrets): (Api<LiteLLMUser>, Api<PartialObjectMeta<Secret>>) = match &scope {
+        let (users, secrets): (Api<CachedUser>, Api<PartialObjectMeta<Secret>>) = match &scope {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
@@ -240,9 +240,11 @@ async fn run_controllers(
         let secrets = watcher(secrets, secrets_config.clone().any_semantic())
             .default_backoff()
             .modify(|secret| {
-                // Nothing reads them from the cache; the key's hash is read with the Secret itself.
+                // Only the owner references and the resourceVersion are read from the cache (labels and the
+                // key's hash are read with the Secret itself); the rest would be most of its memory.
                 secret.managed_fields_mut().clear();
                 secret.metadata.annotations = None;
+                secret.metadata.labels = None;
             })
             .reflect(writer)
             .touched_objects();
@@ -261,8 +263,9 @@ async fn run_controllers(
     let controllers: Vec<_> = watches
         .into_iter()
         .map(|(users, secrets)| {
-            // The cache keeps every LiteLLMUser. Managed fields, and the copy of the whole manifest that a
-            // client-side `kubectl apply` keeps in an annotation, are most of an object's size and never read.
+            // The cache keeps every LiteLLMUser, in a compact form. Managed fields, and the copy of the whole
+            // manifest that a client-side `kubectl apply` keeps in an annotation, are most of an object's size
+            // and never read.
             let (reader, writer) = reflector::store();
             let users = watcher(users, watcher::Config::default().any_semantic())
                 .default_backoff()
@@ -277,7 +280,7 @@ async fn run_controllers(
                 .with_config(controller::Config::default().concurrency(config.concurrency))
                 .shutdown_on_signal();
             stores.push(controller.store());
-            controller.run(reconcile::reconcile, reconcile::error_policy, ctx.clone()).map(report).boxed()
+            controller.run(reconcile::reconcile_cached, reconcile::error_policy_cached, ctx.clone()).map(report).boxed()
         })
         .collect();
     let mut controllers = controllers;

@@ -102,10 +102,17 @@ impl Kept {
         Kept { record: json.into_boxed_str(), key_count: record.key_count, keys: Vec::new() }
     }
 
-    fn entry(&self, keys_read: bool) -> Option<Entry> {
+    fn entry(&self, user_id: &str, keys_read: bool) -> Option<Entry> {
         let record = serde_json::from_str(&self.record).ok()?;
-        Some(Entry { record, keys: keys_read.then(|| self.keys.clone()) })
+        let key = |kept: &KeyRecord| KeyRecord { user_id: Some(user_id.to_owned()), ..kept.clone() };
+        Some(Entry { record, keys: keys_read.then(|| self.keys.iter().map(key).collect()) })
     }
+}
+
+/// A key as the snapshot keeps it: without what it already knows (the user, in its map's key) or no longer needs
+/// (when the key was created, which only the reading of the newest keys looks at).
+fn compact(key: KeyRecord) -> KeyRecord {
+    KeyRecord { user_id: None, created_at: None, ..key }
 }
 
 struct Snapshot {
@@ -160,7 +167,7 @@ impl Directory {
             let _ = tokio::time::timeout(FIRST_SNAPSHOT_WAIT, ticks.wait_for(|count| *count > 0)).await;
         }
         let snapshot = self.current()?;
-        let found = snapshot.users.get(user_id).and_then(|kept| kept.entry(snapshot.keys_read));
+        let found = snapshot.users.get(user_id).and_then(|kept| kept.entry(user_id, snapshot.keys_read));
         if found.is_none() {
             // Perhaps a user the operator manages without its mark: look for it from the next refresh on.
             self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(user_id.to_owned());
@@ -254,6 +261,10 @@ impl Directory {
         if keys_read {
             confirm_key_counts(litellm, &mut managed).await;
         }
+        // Most users have one key, and a vector grown by pushing holds room for four.
+        for kept in managed.values_mut() {
+            kept.keys.shrink_to_fit();
+        }
         debug!(
             users = managed.len(),
             missing_user_pages = users.missing_pages,
@@ -319,8 +330,8 @@ fn merge(managed: &mut HashMap<String, Kept>, previous: Option<&HashMap<String, 
     for key in keys {
         let Some(entry) = key.user_id.as_deref().and_then(|id| managed.get_mut(id)) else { continue };
         match entry.keys.iter_mut().find(|known| known.token == key.token) {
-            Some(known) => *known = key,
-            None => entry.keys.push(key),
+            Some(known) => *known = compact(key),
+            None => entry.keys.push(compact(key)),
         }
     }
 }
@@ -347,7 +358,7 @@ async fn confirm_key_counts(litellm: &LiteLlmClient, managed: &mut HashMap<Strin
     for (user_id, keys) in read {
         match (managed.get_mut(&user_id), keys) {
             (Some(entry), Some(keys)) => {
-                entry.keys = keys;
+                entry.keys = keys.into_iter().map(compact).collect();
                 if !adds_up(entry) {
                     managed.remove(&user_id);
                 }
@@ -439,10 +450,13 @@ mod tests {
             "object_permission": { "mcp_servers": ["a"] }, "models": ["m"]
         }))
         .unwrap();
-        let entry = Kept::new(&record).entry(true).unwrap();
+        let mut kept = Kept::new(&record);
+        let key = KeyRecord { token: "abc".into(), user_id: Some("u".into()), ..KeyRecord::default() };
+        kept.keys.push(compact(key.clone()));
+        let entry = kept.entry("u", true).unwrap();
         assert_eq!(entry.record, record);
-        assert_eq!(entry.keys, Some(Vec::new()));
-        assert_eq!(Kept::new(&record).entry(false).unwrap().keys, None, "a snapshot without keys says so");
+        assert_eq!(entry.keys, Some(vec![key]));
+        assert_eq!(kept.entry("u", false).unwrap().keys, None, "a snapshot without keys says so");
     }
 
     #[test]
