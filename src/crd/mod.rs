@@ -5,12 +5,14 @@
 //! manifests. Validation lives in the schema (via `schemars` attributes and CEL rules) so that the API server
 //! refuses bad input before it ever reaches LiteLLM.
 
+mod cached;
 mod proxy;
 mod user;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use cached::CachedUser;
 pub use proxy::*;
 pub use user::*;
 

@@ -39,7 +39,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::{
-    crd::{DeletionPolicy, LiteLLMUser, LiteLLMUserStatus},
+    crd::{CachedUser, DeletionPolicy, LiteLLMUser, LiteLLMUserStatus},
     litellm::ApiError,
     metrics::Metrics,
     proxies::{Proxy, Registry},
@@ -68,6 +68,8 @@ pub enum Error {
     Kube { action: &'static str, source: kube::Error },
     #[error("the resource has no namespace")]
     MissingNamespace,
+    #[error("the cached resource does not parse: {0}")]
+    Unreadable(#[source] serde_json::Error),
     #[error("cannot generate a key: {0}")]
     Random(getrandom::Error),
     #[error(transparent)]
@@ -239,6 +241,18 @@ pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Acti
     }
     ctx.metrics.reconciled(result.is_ok(), started.elapsed());
     result
+}
+
+/// The controller's entry point: the watch cache keeps resources in a compact form (see [`CachedUser`]).
+pub async fn reconcile_cached(cached: Arc<CachedUser>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let user = cached.parse().map_err(Error::Unreadable)?;
+    reconcile(Arc::new(user), ctx).await
+}
+
+/// The controller's error policy, for the cache's form of a resource.
+pub fn error_policy_cached(cached: Arc<CachedUser>, err: &Error, ctx: Arc<Context>) -> Action {
+    let user = cached.parse().unwrap_or_else(|_| cached.metadata_only());
+    error_policy(Arc::new(user), err, ctx)
 }
 
 /// Called when `reconcile` fails (only for errors writing to Kubernetes, or cleanup failing).
