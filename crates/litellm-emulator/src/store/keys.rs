@@ -337,12 +337,12 @@ impl Store {
             .collect();
         // Default `created_at desc, token desc`; a sort column alone otherwise, with PostgreSQL's NULL placement
         // (last when ascending, first when descending).
-        keys.sort_by(|a, b| match sort {
-            None => b.seq.cmp(&a.seq).then_with(|| b.hash.cmp(&a.hash)),
-            Some((column, descending)) => {
-                SortValue::order(&key_sort_value(a, column), &key_sort_value(b, column), descending)
-            }
-        });
+        match sort {
+            // Unique, so an unstable sort gives the same order, faster.
+            None => keys.sort_unstable_by(|a, b| b.seq.cmp(&a.seq).then_with(|| b.hash.cmp(&a.hash))),
+            Some((column, descending)) => keys
+                .sort_by(|a, b| SortValue::order(&key_sort_value(a, column), &key_sort_value(b, column), descending)),
+        }
         let total = keys.len() as i64;
         let listed: Vec<Value> = page_of(keys, page, size)
             .map(|key| if full { self.key_object(key) } else { Value::from(key.hash.clone()) })

@@ -59,10 +59,6 @@ impl Store {
                 }
             }
         }
-        if view == View::List {
-            let key_count = self.keys.values().filter(|key| key.user_id.as_deref() == Some(&user.user_id)).count();
-            extend(&mut row, json!({ "key_count": key_count }));
-        }
         row
     }
 

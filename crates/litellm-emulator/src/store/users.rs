@@ -1,6 +1,6 @@
 //! `/user/new`, `/user/info`, `/user/update`, `/user/delete` and `/user/list`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
@@ -450,14 +450,29 @@ impl Store {
             .collect();
         // Newest first by default. Text sorts by code point, as PostgreSQL does with the C collation of the test
         // bed's database (a database with another collation sorts `user_id` differently).
-        users.sort_by(|a, b| match sort {
-            None => b.seq.cmp(&a.seq),
-            Some((column, descending)) => {
-                SortValue::order(&user_sort_value(a, column), &user_sort_value(b, column), descending)
-            }
-        });
+        match sort {
+            // Sequence numbers are unique: an unstable sort gives the same order, faster.
+            None => users.sort_unstable_by_key(|user| std::cmp::Reverse(user.seq)),
+            Some((column, descending)) => users
+                .sort_by(|a, b| SortValue::order(&user_sort_value(a, column), &user_sort_value(b, column), descending)),
+        }
         let total = users.len() as i64;
-        let rows: Vec<Value> = page_of(users, page, page_size).map(|user| self.user_json(user, View::List)).collect();
+        let listed: Vec<&User> = page_of(users, page, page_size).collect();
+        // One pass over the keys for the page's users, not one per user: a page of a large proxy stays cheap.
+        let mut key_counts: HashMap<&str, usize> = listed.iter().map(|user| (user.user_id.as_str(), 0)).collect();
+        for key in self.keys.values() {
+            if let Some(count) = key.user_id.as_deref().and_then(|id| key_counts.get_mut(id)) {
+                *count += 1;
+            }
+        }
+        let rows: Vec<Value> = listed
+            .into_iter()
+            .map(|user| {
+                let mut row = self.user_json(user, View::List);
+                extend(&mut row, json!({ "key_count": key_counts.get(user.user_id.as_str()).copied().unwrap_or(0) }));
+                row
+            })
+            .collect();
         Reply::ok(json!({
             "users": rows,
             "total": total,
