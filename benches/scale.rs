@@ -330,7 +330,9 @@ async fn run_size(client: &Client, size: usize) -> Value {
             "control_plane_cpu_seconds_creation": control_plane_cpu,
             "bench_cpu_seconds_creation": bench_cpu,
             "creation_litellm_calls_per_user": create_calls.values().sum::<f64>() / size as f64,
+            "creation_litellm_calls": create_calls,
             "creation_k8s_writes_per_user": create_writes.values().sum::<f64>() / size as f64,
+            "creation_k8s_writes": create_writes,
         });
         println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
         return result;

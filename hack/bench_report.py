@@ -11,8 +11,9 @@ sizes = sys.argv[2] if len(sys.argv) > 2 else ""
 # The periodic snapshot and the readiness probe run whatever the number of users created: counted apart.
 PERIODIC = ("/user/list", "/key/list", "/health/liveliness")
 for r in results:
-    calls = r.get("creation_litellm_calls", {})
-    r["creation_path_calls_per_user"] = sum(v for k, v in calls.items() if k not in PERIODIC) / r["users"]
+    if "creation_litellm_calls" in r:
+        calls = r["creation_litellm_calls"]
+        r["creation_path_calls_per_user"] = sum(v for k, v in calls.items() if k not in PERIODIC) / r["users"]
 
 
 def machine():
@@ -104,10 +105,10 @@ for key, label, target, check in TARGETS:
     lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
 lines += ["", "Per endpoint (creation; one steady resync period; the restart's first 5 minutes):", ""]
 for r in results:
-    create = ", ".join(f"{k} {int(v)}" for k, v in r["creation_litellm_calls"].items() if v)
-    steady = ", ".join(f"{k} {int(v)}" for k, v in r["steady_litellm_calls"].items() if v) or "none"
-    restart = ", ".join(f"{k} {int(v)}" for k, v in r.get("restart_litellm_calls", {}).items() if v) or "none"
-    writes = ", ".join(f"{k} {int(v)}" for k, v in r["creation_k8s_writes"].items() if v)
+    create = ", ".join(f"{k} {int(v)}" for k, v in r.get("creation_litellm_calls", {}).items() if v) or "n/a"
+    steady = ", ".join(f"{k} {int(v)}" for k, v in r.get("steady_litellm_calls", {}).items() if v) or "n/a"
+    restart = ", ".join(f"{k} {int(v)}" for k, v in r.get("restart_litellm_calls", {}).items() if v) or "n/a"
+    writes = ", ".join(f"{k} {int(v)}" for k, v in r.get("creation_k8s_writes", {}).items() if v) or "n/a"
     lines.append(
         f"- {r['users']:,} users: LiteLLM {create}; steady {steady}; restart {restart}; "
         f"Kubernetes writes at creation {writes}."
