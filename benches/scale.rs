@@ -61,20 +61,27 @@ impl Litellm {
         }
     }
 
+    /// Calls the emulator has served so far, by endpoint; `None` for a real proxy.
+    fn served(&self) -> Option<BTreeMap<String, f64>> {
+        match self {
+            Litellm::Emulator(emulator) => {
+                Some(emulator.request_counts().into_iter().map(|(k, v)| (k, v as f64)).collect())
+            }
+            Litellm::Real { .. } => None,
+        }
+    }
+
     /// Calls served so far, by endpoint: the emulator's count, or the count of the running operator.
     async fn calls(&self, operator: &Operator) -> BTreeMap<String, f64> {
-        match self {
-            Litellm::Emulator(emulator) => emulator.request_counts().into_iter().map(|(k, v)| (k, v as f64)).collect(),
-            Litellm::Real { .. } => operator.litellm_calls().await,
+        match self.served() {
+            Some(served) => served,
+            None => operator.litellm_calls().await,
         }
     }
 
     /// Calls served by the time a new operator starts (for a real proxy: none that it counted yet).
     fn calls_before_start(&self) -> BTreeMap<String, f64> {
-        match self {
-            Litellm::Emulator(emulator) => emulator.request_counts().into_iter().map(|(k, v)| (k, v as f64)).collect(),
-            Litellm::Real { .. } => BTreeMap::new(),
-        }
+        self.served().unwrap_or_default()
     }
 }
 
@@ -124,11 +131,7 @@ impl Operator {
 
     /// The operator's own count of its LiteLLM calls, by endpoint, from its metrics.
     async fn litellm_calls(&self) -> BTreeMap<String, f64> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.port);
-        let text = match reqwest::get(&url).await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+        let text = metrics_text(self.port).await;
         let mut calls = BTreeMap::new();
         for line in text.lines().filter(|l| l.starts_with("litellm_operator_litellm_requests_total{")) {
             let endpoint = line.split("endpoint=\"").nth(1).and_then(|rest| rest.split('"').next());
@@ -229,11 +232,16 @@ fn machine_cpu() -> (f64, f64) {
 }
 
 /// Metric series the operator exposes that are labelled with a user's name.
-async fn user_series(port: u16) -> usize {
-    let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+/// The operator's `/metrics` text; empty when it does not answer.
+async fn metrics_text(port: u16) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
-    };
+    }
+}
+
+async fn user_series(port: u16) -> usize {
+    let text = metrics_text(port).await;
     text.lines().filter(|l| !l.starts_with('#') && l.contains("name=\"")).count()
 }
 

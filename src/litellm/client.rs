@@ -151,21 +151,9 @@ impl LiteLlmClient {
         last > 0 && now.saturating_sub(last) <= within.as_secs() as i64
     }
 
-    /// Whether the proxy answers its unauthenticated liveness probe.
+    /// Whether the proxy answers its liveness probe (counted and timed like every other call).
     pub async fn reachable(&self) -> bool {
-        const EP: &str = "/health/liveliness";
-        let started = Instant::now();
-        let Ok(url) = self.base_url.join(EP.trim_start_matches('/')) else { return false };
-        let answer = self.http.get(url).send().await;
-        if let Some(metrics) = &self.metrics {
-            let outcome = match &answer {
-                Ok(r) if r.status().is_success() => "ok".to_owned(),
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(_) => "transport".to_owned(),
-            };
-            metrics.litellm_call(EP, outcome, started.elapsed());
-        }
-        answer.is_ok_and(|r| r.status().is_success())
+        self.call("/health/liveliness", Method::GET, &[], None).await.is_ok()
     }
 
     /// `GET /user/info`: the user row and its keys, or `None` when there is no such user (404 on newer proxies,
