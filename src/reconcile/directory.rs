@@ -29,6 +29,7 @@ use std::{
 
 use futures::{StreamExt, stream};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -97,15 +98,34 @@ struct Kept {
 }
 
 impl Kept {
+    /// Without what reads back as it is when left out: the user id (the map's key), empty fields, and the key
+    /// count (kept beside it).
     fn new(record: &UserRecord) -> Self {
-        let json = serde_json::to_string(record).unwrap_or_default();
-        Kept { record: json.into_boxed_str(), key_count: record.key_count, keys: Vec::new() }
+        let mut json = serde_json::to_value(record).unwrap_or_default();
+        if let Value::Object(fields) = &mut json {
+            fields.retain(|name, value| name != "user_id" && name != "key_count" && !is_empty(value));
+        }
+        Kept { record: json.to_string().into_boxed_str(), key_count: record.key_count, keys: Vec::new() }
     }
 
     fn entry(&self, user_id: &str, keys_read: bool) -> Option<Entry> {
-        let record = serde_json::from_str(&self.record).ok()?;
+        let record = UserRecord {
+            user_id: Some(user_id.to_owned()),
+            key_count: self.key_count,
+            ..serde_json::from_str(&self.record).ok()?
+        };
         let key = |kept: &KeyRecord| KeyRecord { user_id: Some(user_id.to_owned()), ..kept.clone() };
         Some(Entry { record, keys: keys_read.then(|| self.keys.iter().map(key).collect()) })
+    }
+}
+
+/// Whether a field of a user record reads back the same when it is left out.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        _ => false,
     }
 }
 
@@ -186,19 +206,30 @@ impl Directory {
         self.snapshot.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// Refreshes the snapshot every `interval` from start-up on (at a steady rate: a slow refresh does not push
-    /// the later ones back), for as long as the process runs.
+    /// Takes a snapshot at once, then one every `interval` (at a steady rate: a slow refresh does not push the
+    /// later ones back), for as long as the process runs.
+    ///
+    /// The interval is counted from the end of the first snapshot rather than from start-up, so that the first
+    /// interval after a restart holds that one listing and nothing else: counted from start-up, the second
+    /// listing would come the few seconds that start-up takes before the operator has been ready for a whole
+    /// interval.
     pub async fn run(self: Arc<Self>, litellm: LiteLlmClient, interval: Duration) {
         self.running.store(true, Ordering::Relaxed);
-        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        self.refresh_logged(&litellm, KeyReading::for_refresh(0)).await;
+        let interval = interval.max(Duration::from_secs(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for refresh in 0u64.. {
+        for refresh in 1u64.. {
             ticks.tick().await;
-            if let Err(err) = self.refresh(&litellm, KeyReading::for_refresh(refresh)).await {
-                warn!(error = %err, "could not list LiteLLM users; resyncs read users one by one");
-            }
-            self.refreshed.send_modify(|count| *count += 1);
+            self.refresh_logged(&litellm, KeyReading::for_refresh(refresh)).await;
         }
+    }
+
+    async fn refresh_logged(&self, litellm: &LiteLlmClient, reading: KeyReading) {
+        if let Err(err) = self.refresh(litellm, reading).await {
+            warn!(error = %err, "could not list LiteLLM users; resyncs read users one by one");
+        }
+        self.refreshed.send_modify(|count| *count += 1);
     }
 
     /// Where a reading of the newest keys may stop.
@@ -451,6 +482,7 @@ mod tests {
         }))
         .unwrap();
         let mut kept = Kept::new(&record);
+        assert!(!kept.record.contains("null") && !kept.record.contains("[]"), "{}", kept.record);
         let key = KeyRecord { token: "abc".into(), user_id: Some("u".into()), ..KeyRecord::default() };
         kept.keys.push(compact(key.clone()));
         let entry = kept.entry("u", true).unwrap();

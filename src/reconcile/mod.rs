@@ -15,6 +15,7 @@ pub mod directory;
 pub mod events;
 pub mod keys;
 pub mod observe;
+pub mod secret_index;
 #[cfg(test)]
 mod tests;
 
@@ -28,11 +29,9 @@ use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    core::PartialObjectMeta,
     runtime::{
         controller::Action,
         finalizer::{self, finalizer},
-        reflector::{ObjectRef, Store},
     },
 };
 use serde_json::json;
@@ -48,6 +47,7 @@ use conditions::{Extras, Outcome, Reason, Retry};
 use decide::{Decision, Facts, Note};
 use keys::FreshKey;
 use observe::Hints;
+use secret_index::{KnownSecret, SecretIndex};
 
 /// Finalizer that holds a deleted resource until its LiteLLM user is deleted.
 pub const FINALIZER: &str = "litellm-operator.io/cleanup";
@@ -114,14 +114,15 @@ pub struct Context {
     pub events: events::Events,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    /// The metadata of every key Secret, from the watches; lets a reconcile know a Secret without reading it.
-    secret_stores: Vec<Store<PartialObjectMeta<Secret>>>,
+    /// Every key Secret's version and controller, from the watches (one per scope); lets a reconcile know a
+    /// Secret without reading it.
+    secret_indexes: Vec<Arc<SecretIndex>>,
     /// Consecutive failures per resource, for exponential backoff; cleared on success.
-    failures: Mutex<HashMap<ObjectRef<LiteLLMUser>, u32>>,
+    failures: Mutex<HashMap<Box<str>, u32>>,
     /// When each resource was last found in sync, and what the operator last wrote for it: watch events caused
     /// by the operator's own writes (and any other event that leaves the spec alone) need no work until the next
     /// resync.
-    last_in_sync: Mutex<HashMap<ObjectRef<LiteLLMUser>, InSync>>,
+    last_in_sync: Mutex<HashMap<Box<str>, InSync>>,
 }
 
 /// A resource found in sync, as the operator left it.
@@ -134,6 +135,12 @@ struct InSync {
     status: u64,
     /// Fingerprint of the key Secret's resourceVersion, when this reconcile wrote the Secret.
     secret_written: Option<u64>,
+}
+
+/// What the operator's own memories of a resource are filed under: its namespace and name, in one string (an
+/// `ObjectRef` would hold four).
+fn resource_key(user: &LiteLLMUser) -> Box<str> {
+    format!("{}/{}", user.metadata.namespace.as_deref().unwrap_or_default(), user.name_any()).into_boxed_str()
 }
 
 /// A compact fingerprint, so that the memory of 100,000 resources stays small.
@@ -151,7 +158,7 @@ impl Context {
         events: events::Events,
         settings: Settings,
         metrics: Arc<Metrics>,
-        secret_stores: Vec<Store<PartialObjectMeta<Secret>>>,
+        secret_indexes: Vec<Arc<SecretIndex>>,
     ) -> Self {
         Context {
             kube,
@@ -159,33 +166,33 @@ impl Context {
             events,
             settings,
             metrics,
-            secret_stores,
+            secret_indexes,
             failures: Mutex::default(),
             last_in_sync: Mutex::default(),
         }
     }
 
-    /// The cached metadata of the Secret `name` in `user`'s namespace.
-    pub fn secret_meta(&self, user: &LiteLLMUser, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
-        let key = ObjectRef::new(name).within(&user.namespace()?);
-        self.secret_stores.iter().find_map(|store| store.get(&key))
+    /// The Secret `name` in `user`'s namespace, as the watch last saw it.
+    pub fn known_secret(&self, user: &LiteLLMUser, name: &str) -> Option<KnownSecret> {
+        let namespace = user.namespace()?;
+        self.secret_indexes.iter().find_map(|index| index.get(&namespace, name))
     }
 
     fn next_backoff(&self, user: &LiteLLMUser, at_least: Option<Duration>) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = failures.entry(ObjectRef::from_obj(user)).or_insert(0);
+        let count = failures.entry(resource_key(user)).or_insert(0);
         *count = count.saturating_add(1);
         let exponential = Duration::from_millis(500).saturating_mul(1 << (*count - 1).min(16));
         exponential.min(self.settings.max_backoff).max(at_least.unwrap_or_default())
     }
 
     fn forget_failures(&self, user: &LiteLLMUser) {
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&ObjectRef::from_obj(user));
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&resource_key(user));
     }
 
     fn in_sync(&self, user: &LiteLLMUser) -> Option<InSync> {
         let last = self.last_in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        last.get(&ObjectRef::from_obj(user)).copied()
+        last.get(&resource_key(user)).copied()
     }
 
     /// Remembers (or forgets) that `user` is in sync with `status` as stored, and the Secret version this
@@ -194,7 +201,7 @@ impl Context {
         let mut last = self.last_in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match status {
             Some(status) => last.insert(
-                ObjectRef::from_obj(user),
+                resource_key(user),
                 InSync {
                     at: Instant::now(),
                     generation: user.metadata.generation,
@@ -202,7 +209,7 @@ impl Context {
                     secret_written: secret_written.map(fingerprint),
                 },
             ),
-            None => last.remove(&ObjectRef::from_obj(user)),
+            None => last.remove(&resource_key(user)),
         };
     }
 
@@ -274,9 +281,9 @@ pub fn error_policy(user: Arc<LiteLLMUser>, err: &Error, ctx: Arc<Context>) -> A
 async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Action, Error> {
     let previous = user.status.clone().unwrap_or_default();
     let mut secret_version = ctx
-        .secret_meta(user, &user.key_secret_name())
-        .filter(|meta| keys::controlled_by(&meta.metadata, user))
-        .and_then(|meta| meta.metadata.resource_version.clone());
+        .known_secret(user, &user.key_secret_name())
+        .filter(|known| known.controlled_by(user))
+        .map(|known| known.resource_version.into_string());
     let in_sync = ctx.in_sync(user);
     let mut echo_wait = None;
     if let Some(seen) = in_sync.filter(|seen| seen.at.elapsed() < ECHO_WAIT) {

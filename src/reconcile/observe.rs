@@ -135,11 +135,10 @@ pub async fn world(
     if user.spec.key.enabled {
         world.secret = secret(ctx, user, status).await?;
     }
-    if let Some(previous) = status.key_secret_name.as_ref().filter(|name| **name != user.key_secret_name()) {
-        let meta = secret_meta(ctx, user, previous).await?;
-        if meta.is_some_and(|meta| controlled_by(&meta, user)) {
-            world.previous_secret = Some(previous.clone());
-        }
+    if let Some(previous) = status.key_secret_name.as_ref().filter(|name| **name != user.key_secret_name())
+        && controls_secret(ctx, user, previous).await?
+    {
+        world.previous_secret = Some(previous.clone());
     }
     Ok(world)
 }
@@ -241,15 +240,15 @@ pub fn keys_as_status_says(
 async fn secret(ctx: &Context, user: &LiteLLMUser, status: &LiteLLMUserStatus) -> Result<SecretView, Error> {
     let name = user.key_secret_name();
     // Where the operator last left it, the Secret still holds the key the status records: no need to read it.
-    if let Some(meta) = ctx.secret_meta(user, &name)
-        && controlled_by(&meta.metadata, user)
-        && meta.metadata.resource_version.is_some()
-        && meta.metadata.resource_version == status.key_secret_version
+    if let Some(known) = ctx.known_secret(user, &name)
+        && known.controlled_by(user)
+        && !known.resource_version.is_empty()
+        && Some(&*known.resource_version) == status.key_secret_version.as_deref()
         && status.key_secret_name.as_deref() == Some(name.as_str())
     {
         return Ok(SecretView::Owned {
             key_hash: status.key_hash.clone(),
-            resource_version: meta.metadata.resource_version.clone().unwrap_or_default(),
+            resource_version: known.resource_version.into_string(),
             secret: None,
         });
     }
@@ -272,16 +271,16 @@ async fn secret(ctx: &Context, user: &LiteLLMUser, status: &LiteLLMUserStatus) -
     })
 }
 
-/// The metadata of one of the resource's Secrets: from the watch cache, or read.
-async fn secret_meta(ctx: &Context, user: &LiteLLMUser, name: &str) -> Result<Option<kube::api::ObjectMeta>, Error> {
-    if let Some(meta) = ctx.secret_meta(user, name) {
-        return Ok(Some(meta.metadata.clone()));
+/// Whether the resource controls one of its Secrets: as the watch saw it, or read.
+async fn controls_secret(ctx: &Context, user: &LiteLLMUser, name: &str) -> Result<bool, Error> {
+    if let Some(known) = ctx.known_secret(user, name) {
+        return Ok(known.controlled_by(user));
     }
     let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
     let found: Option<PartialObjectMeta<Secret>> =
         secrets.get_metadata_opt(name).await.map_err(super::kube_err("read a key Secret's metadata"))?;
-    Ok(found.map(|meta| meta.metadata))
+    Ok(found.is_some_and(|meta| controlled_by(&meta.metadata, user)))
 }
 
 /// The labels of the resource's namespace; `None` when the operator may not read namespaces.

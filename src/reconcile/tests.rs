@@ -6,11 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{
-    Client, Resource,
-    client::Body,
-    runtime::{reflector, watcher},
-};
+use kube::{Client, Resource, client::Body, core::PartialObjectMeta, runtime::watcher};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
@@ -34,10 +30,10 @@ fn context_with(secrets: &[Secret]) -> (Arc<Context>, ApiHandle) {
         timeout: Duration::from_millis(200),
     })
     .unwrap();
-    let (reader, mut writer) = reflector::store();
+    let index = Arc::new(SecretIndex::default());
     for secret in secrets {
         let meta = PartialObjectMeta::<Secret> { metadata: secret.metadata.clone(), ..Default::default() };
-        writer.apply_watcher_event(&watcher::Event::Apply(meta));
+        index.apply(&watcher::Event::Apply(meta));
     }
     let proxy = Proxy::idle(
         crate::proxies::FLAGS_PROXY,
@@ -51,7 +47,7 @@ fn context_with(secrets: &[Secret]) -> (Arc<Context>, ApiHandle) {
         events::Events::new(client, FIELD_MANAGER, None),
         Settings::default(),
         Arc::new(Metrics::default()),
-        vec![reader],
+        vec![index],
     );
     (Arc::new(ctx), handle)
 }
