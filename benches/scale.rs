@@ -23,7 +23,12 @@ use litellm_emulator::{Emulator, EmulatorConfig, Generation};
 use litellm_operator::crd::LiteLLMUser;
 use serde_json::{Value, json};
 
-const RESYNC: Duration = Duration::from_secs(60);
+/// The operator's resync interval during the benchmark (`BENCH_RESYNC_SECONDS`, default 60, shorter than the
+/// operator's default of 5 minutes so that steady state is measured sooner).
+fn resync() -> Duration {
+    let seconds = std::env::var("BENCH_RESYNC_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    Duration::from_secs(seconds)
+}
 /// How long the restart is watched: the figure the scale issue names ("the first 5 minutes").
 fn restart_window() -> Duration {
     let seconds = std::env::var("BENCH_RESTART_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
@@ -282,6 +287,42 @@ async fn wait_all_ready(users: &Api<LiteLLMUser>, size: usize, deadline: Duratio
     assert!(waited.is_ok(), "not all Ready after {deadline:?}: {} of {size}", ready.len());
 }
 
+/// With `BENCH_CONTROL_PLANE_PROFILE` set to a directory: a CPU profile of etcd and the API server (one process
+/// in the test bed) over `BENCH_CONTROL_PLANE_PROFILE_SECONDS` (default 30) of creation, starting 10 s in,
+/// written there as `control-plane-<users>.pprof` for `go tool pprof`.
+fn profile_control_plane(client: &Client, size: usize) -> Option<tokio::task::JoinHandle<()>> {
+    let dir = std::env::var("BENCH_CONTROL_PLANE_PROFILE").ok()?;
+    let seconds: u64 =
+        std::env::var("BENCH_CONTROL_PLANE_PROFILE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let client = client.clone();
+    Some(tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let request = http::Request::get(format!("/debug/pprof/profile?seconds={seconds}"))
+            .body(Vec::new())
+            .expect("profile request");
+        let mut profile = Vec::new();
+        match client.request_stream(request).await {
+            Ok(body) => {
+                use futures::AsyncReadExt;
+                let mut body = Box::pin(body);
+                if let Err(err) = body.read_to_end(&mut profile).await {
+                    eprintln!("[bench] control-plane profile failed: {err}");
+                    return;
+                }
+            }
+            Err(err) => {
+                eprintln!("[bench] control-plane profile failed: {err}");
+                return;
+            }
+        }
+        let path = format!("{dir}/control-plane-{size}.pprof");
+        match std::fs::write(&path, profile) {
+            Ok(()) => eprintln!("[bench] control-plane CPU profile ({seconds} s of creation) in {path}"),
+            Err(err) => eprintln!("[bench] cannot write {path}: {err}"),
+        }
+    }))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -296,12 +337,13 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": namespace } })).expect("namespace");
     namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
     let users: Api<LiteLLMUser> = Api::namespaced(client.clone(), &namespace);
-    let operator = Operator::start(&namespace, &litellm, Some(RESYNC));
+    let operator = Operator::start(&namespace, &litellm, Some(resync()));
     operator.wait_ready().await;
 
     // Creation: apply `size` users, wait until all are Ready.
     let (calls_before, writes_before) = (litellm.calls(&operator).await, api_writes(client).await);
     let started = Instant::now();
+    let profile = profile_control_plane(client, size);
     let cpu_before_creation = machine_cpu();
     let others_before_creation = other_cpu();
     stream::iter(0..size)
@@ -317,6 +359,9 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let deadline = Duration::from_secs(1800).max(Duration::from_millis(40 * size as u64));
     wait_all_ready(&users, size, deadline.saturating_sub(started.elapsed())).await;
     let all_ready = started.elapsed();
+    if let Some(profile) = profile {
+        let _ = profile.await;
+    }
     let cpu_after_creation = machine_cpu();
     let others_after_creation = other_cpu();
     let control_plane_cpu = others_after_creation.0 - others_before_creation.0;
@@ -331,6 +376,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
     if std::env::var("BENCH_CREATION_ONLY").is_ok_and(|v| v == "1") {
         let result = json!({
             "users": size,
+            "resync_seconds": resync().as_secs(),
             "all_ready_seconds": all_ready.as_secs_f64(),
             "peak_rss_mib": rss_create,
             "cpu_seconds_creation": cpu_create,
@@ -365,13 +411,13 @@ async fn run_size(client: &Client, size: usize) -> Value {
     // The first resync after creation fills in what creation could not know (budget_reset_at is computed by
     // the proxy and not in /user/new's answer); its writes are reported on their own.
     let writes_before = api_writes(client).await;
-    tokio::time::sleep(RESYNC + Duration::from_secs(5)).await;
+    tokio::time::sleep(resync() + Duration::from_secs(5)).await;
     let first_resync_writes = delta(&api_writes(client).await, &writes_before);
 
     // Steady state: one more resync period with nothing changed.
     let (calls_before, writes_before) = (litellm.calls(&operator).await, api_writes(client).await);
     let (cpu_before, _) = operator.usage();
-    tokio::time::sleep(RESYNC + Duration::from_secs(5)).await;
+    tokio::time::sleep(resync() + Duration::from_secs(5)).await;
     let steady_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let steady_writes = delta(&api_writes(client).await, &writes_before);
     let (cpu_after, rss_peak) = operator.usage();
@@ -392,6 +438,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let per_user = |m: &BTreeMap<String, f64>| m.values().sum::<f64>() / size as f64;
     let result = json!({
         "users": size,
+        "resync_seconds": resync().as_secs(),
         "proxy": if matches!(litellm, Litellm::Real { .. }) { "real" } else { "emulator" },
         "apply_seconds": applied.as_secs_f64(),
         "all_ready_seconds": all_ready.as_secs_f64(),

@@ -17,6 +17,9 @@
 #   BENCH_PROFILE=1 BENCH_SIZES=10000 hack/bench.sh
 #                                       heap profiles (dhat) of each operator run, summarised by
 #                                       hack/dhat_summary.py; the figures of a profiled run are not comparable
+#   BENCH_CONTROL_PLANE_PROFILE=1 BENCH_CREATION_ONLY=1 BENCH_SIZES=10000 hack/bench.sh
+#                                       a CPU profile of etcd and kube-apiserver (one process here) over 30 s of
+#                                       creation (BENCH_CONTROL_PLANE_PROFILE_SECONDS), summarised by go tool pprof
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -53,6 +56,10 @@ if [ -n "${BENCH_LITELLM_VERSION:-}" ]; then
   export BENCH_LITELLM_URL="$LITELLM_URL" BENCH_LITELLM_MASTER_KEY="$LITELLM_MASTER_KEY"
 fi
 export BENCH_OUT="$STATE/results.json"
+if [ "${BENCH_CONTROL_PLANE_PROFILE:-}" = 1 ]; then
+  export BENCH_CONTROL_PLANE_PROFILE="$STATE/profiles"
+  mkdir -p "$BENCH_CONTROL_PLANE_PROFILE"
+fi
 cargo bench --quiet --bench scale
 if [ -n "${BENCH_LITELLM_VERSION:-}" ]; then
   python3 - "$BENCH_OUT" "$BENCH_LITELLM_VERSION" docs/bench-results-real.json <<'PY'
@@ -64,6 +71,14 @@ json.dump(results, open(sys.argv[3], "w"), indent=2)
 PY
   echo "[bench] real-proxy figures in docs/bench-results-real.json" >&2
   exit 0
+fi
+if [ -n "${BENCH_CONTROL_PLANE_PROFILE:-}" ]; then
+  for profile in "$BENCH_CONTROL_PLANE_PROFILE"/control-plane-*.pprof; do
+    echo "== $profile: by cumulative time" >&2
+    go tool pprof -top -cum -nodecount=60 "$profile" 2>/dev/null >&2 || true
+    echo "== $profile: by own time" >&2
+    go tool pprof -top -nodecount=30 "$profile" 2>/dev/null >&2 || true
+  done
 fi
 if [ "${BENCH_PROFILE:-}" = 1 ]; then
   for profile in "$BENCH_PROFILE_DIR"/*.json; do python3 hack/dhat_summary.py "$profile"; done
