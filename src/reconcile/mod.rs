@@ -69,7 +69,7 @@ pub enum Error {
     #[error("the resource has no namespace")]
     MissingNamespace,
     #[error("the cached resource does not parse: {0}")]
-    Unreadable(#[source] serde_json::Error),
+    Unreadable(#[source] crate::crd::Unreadable),
     #[error("cannot generate a key: {0}")]
     Random(getrandom::Error),
     #[error(transparent)]
