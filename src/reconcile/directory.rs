@@ -248,7 +248,9 @@ impl Directory {
         let unmarked = &unmarked;
         // Only managed users are kept, page by page and compacted: a proxy may have many more users than the
         // operator manages.
-        let users = all_pages(|page| async move {
+        let mut listed_unmarked = HashSet::new();
+        let mut managed: HashMap<String, Kept> = HashMap::new();
+        let fetch = |page| async move {
             let listed = litellm.user_list(page, PAGE_SIZE).await?;
             let managed = listed.users.into_iter().filter_map(|record| {
                 let marked = record.metadata.contains_key(desired::OWNER_METADATA_KEY);
@@ -256,17 +258,17 @@ impl Directory {
                 (marked || unmarked.contains(&user_id)).then(|| (user_id, marked, Kept::new(&record)))
             });
             Ok((managed.collect::<Vec<_>>(), listed.total_pages))
+        };
+        let missing_user_pages = all_pages(fetch, |page| {
+            for (user_id, marked, kept) in page {
+                if !marked {
+                    listed_unmarked.insert(user_id.clone());
+                }
+                managed.insert(user_id, kept);
+            }
         })
         .await?;
-        let mut listed_unmarked = HashSet::new();
-        let mut managed: HashMap<String, Kept> = HashMap::with_capacity(users.items.len());
-        for (user_id, marked, kept) in users.items {
-            if !marked {
-                listed_unmarked.insert(user_id.clone());
-            }
-            managed.insert(user_id, kept);
-        }
-        if users.missing_pages == 0 {
+        if missing_user_pages == 0 {
             // Ids asked for that the proxy does not have, or that carry the mark now, need no watching. Ids
             // asked for while this listing ran stay: the next one looks for them.
             let mut watched = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -296,12 +298,7 @@ impl Directory {
         for kept in managed.values_mut() {
             kept.keys.shrink_to_fit();
         }
-        debug!(
-            users = managed.len(),
-            missing_user_pages = users.missing_pages,
-            ?reading,
-            "listed LiteLLM users and keys"
-        );
+        debug!(users = managed.len(), missing_user_pages, ?reading, "listed LiteLLM users and keys");
         *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
             Some(Arc::new(Snapshot { taken, taken_by_proxy, users: managed, keys_complete, keys_read }));
         Ok(())
@@ -311,16 +308,13 @@ impl Directory {
 /// Reads every key into `managed`. Without every page, no user's keys can be confirmed: then `managed` is
 /// emptied and the answer is `false`.
 async fn every_key_merged(litellm: &LiteLlmClient, managed: &mut HashMap<String, Kept>) -> bool {
-    let keys = all_pages(|page| async move {
+    let fetch = |page| async move {
         let listed = litellm.key_list(page, PAGE_SIZE, None).await?;
         Ok((listed.keys, listed.total_pages))
-    })
-    .await;
-    match keys {
-        Ok(keys) if keys.missing_pages == 0 => {
-            merge(managed, None, keys.items);
-            true
-        }
+    };
+    // Page by page: a proxy may hold many more keys than the operator manages, and only managed users' are kept.
+    match all_pages(fetch, |keys| merge(managed, None, keys)).await {
+        Ok(0) => true,
         Ok(_) | Err(_) => {
             managed.clear();
             false
@@ -399,14 +393,10 @@ async fn confirm_key_counts(litellm: &LiteLlmClient, managed: &mut HashMap<Strin
     }
 }
 
-struct Pages<T> {
-    items: Vec<T>,
-    missing_pages: usize,
-}
-
-/// Every page of a paged list: the first to learn how many there are, then the rest a few at a time, each
-/// tried a few times. Fails only when the first page does.
-async fn all_pages<T, F, Fut>(fetch: F) -> Result<Pages<T>, ApiError>
+/// Every page of a paged list, each handed to `take` as it arrives: the first to learn how many there are, then
+/// the rest a few at a time, each tried a few times. Fails only when the first page does; otherwise answers how
+/// many pages are missing.
+async fn all_pages<T, F, Fut>(fetch: F, mut take: impl FnMut(Vec<T>)) -> Result<usize, ApiError>
 where
     F: Fn(i64) -> Fut,
     Fut: Future<Output = Result<(Vec<T>, i64), ApiError>>,
@@ -423,20 +413,20 @@ where
             }
         }
     };
-    let (mut items, total_pages) = with_retries(1).await?;
-    let rest: Vec<_> =
-        stream::iter(2..=total_pages).map(with_retries).buffer_unordered(CONCURRENT_PAGES).collect().await;
+    let (first, total_pages) = with_retries(1).await?;
+    take(first);
+    let mut rest = stream::iter(2..=total_pages).map(with_retries).buffer_unordered(CONCURRENT_PAGES);
     let mut missing_pages = 0;
-    for page in rest {
+    while let Some(page) = rest.next().await {
         match page {
-            Ok((found, _)) => items.extend(found),
+            Ok((found, _)) => take(found),
             Err(err) => {
                 warn!(error = %err, "a page of a LiteLLM list failed; its entries are read one by one");
                 missing_pages += 1;
             }
         }
     }
-    Ok(Pages { items, missing_pages })
+    Ok(missing_pages)
 }
 
 #[cfg(test)]
@@ -453,23 +443,22 @@ mod tests {
     async fn a_failing_page_is_retried_and_then_left_out_without_failing_the_rest() {
         let calls = AtomicU32::new(0);
         let flaky_once = AtomicU32::new(0);
-        let pages = all_pages(|page| {
+        let mut items = Vec::new();
+        let fetch = |page| {
             calls.fetch_add(1, Ordering::Relaxed);
             let fail = page == 3 || (page == 2 && flaky_once.fetch_add(1, Ordering::Relaxed) == 0);
             async move { if fail { Err(failure()) } else { Ok((vec![page], 4)) } }
-        })
-        .await
-        .unwrap();
-        let mut items = pages.items;
+        };
+        let missing_pages = all_pages(fetch, |page| items.extend(page)).await.unwrap();
         items.sort();
         assert_eq!(items, vec![1, 2, 4], "page 2 recovered on a retry, page 3 never did");
-        assert_eq!(pages.missing_pages, 1);
+        assert_eq!(missing_pages, 1);
         assert_eq!(calls.load(Ordering::Relaxed), 1 + 2 + PAGE_TRIES + 1);
     }
 
     #[tokio::test]
     async fn only_a_failing_first_page_fails_the_list() {
-        let result = all_pages(|_| async { Err::<(Vec<u8>, i64), _>(failure()) }).await;
+        let result = all_pages(|_| async { Err::<(Vec<u8>, i64), _>(failure()) }, drop).await;
         assert!(result.is_err());
     }
 
