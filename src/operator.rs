@@ -218,9 +218,10 @@ async fn run_controllers(
     let instance = std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok());
     let events = Events::new(client.clone(), reconcile::FIELD_MANAGER, instance);
     let resync = config.settings.resync;
+    let (caches_synced, synced) = tokio::sync::watch::channel(false);
     let flags_proxy = litellm.map(|litellm| {
         let claims = Claims::new(client.clone(), &config.claim_namespace, litellm.base_url().as_str());
-        Proxy::start(FLAGS_PROXY, litellm, claims, config.policy.clone(), String::new(), resync)
+        Proxy::start(FLAGS_PROXY, litellm, claims, config.policy.clone(), String::new(), resync, synced.clone())
     });
     let registry = Arc::new(Registry::new(flags_proxy));
 
@@ -290,6 +291,7 @@ async fn run_controllers(
                 registry,
                 claim_namespace: config.claim_namespace.clone(),
                 resync,
+                caches_synced: synced,
                 metrics,
             });
             let mut selected = watcher::Config::default().any_semantic();
@@ -321,6 +323,7 @@ async fn run_controllers(
             }
         }
         health.synced.store(true, Ordering::Relaxed);
+        caches_synced.send_replace(true);
         info!("caches synced");
     });
     stream::select_all(controllers).for_each(|()| async {}).await;

@@ -32,6 +32,8 @@ pub struct ProxyContext {
     pub claim_namespace: String,
     /// How often each proxy's directory snapshot is refreshed.
     pub resync: Duration,
+    /// Turns true once the watch caches have synced: directory intervals count from then.
+    pub caches_synced: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -137,7 +139,15 @@ async fn handle(proxy: &LiteLLMProxy, ctx: &ProxyContext) -> Result<Result<Arc<P
         Err(err) => return Ok(Err(Broken { reason: "InvalidCaBundle", message: err.to_string() })),
     };
     let claims = Claims::new(ctx.kube.clone(), &ctx.claim_namespace, url.as_str());
-    let handle = Proxy::start(&name, client, claims, spec.policy.clone(), fingerprint.clone(), ctx.resync);
+    let handle = Proxy::start(
+        &name,
+        client,
+        claims,
+        spec.policy.clone(),
+        fingerprint.clone(),
+        ctx.resync,
+        ctx.caches_synced.clone(),
+    );
     info!(proxy = name, url = %url, "proxy configured");
     ctx.registry.set_ready(handle, spec.default);
     Ok(ctx

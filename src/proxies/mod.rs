@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::task::AbortHandle;
+use tokio::{sync::watch, task::AbortHandle};
 
 use crate::{
     crd::ProxyPolicy,
@@ -35,7 +35,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy handle; its directory starts refreshing every `resync` at once.
+    /// A proxy handle; its directory takes a snapshot at once, and one every `resync` from when the watch caches
+    /// have synced.
     pub fn start(
         name: &str,
         client: LiteLlmClient,
@@ -43,9 +44,10 @@ impl Proxy {
         policy: ProxyPolicy,
         fingerprint: String,
         resync: Duration,
+        caches_synced: watch::Receiver<bool>,
     ) -> Self {
         let directory = Arc::new(Directory::default());
-        let refresh = tokio::spawn(directory.clone().run(client.clone(), resync)).abort_handle();
+        let refresh = tokio::spawn(directory.clone().run(client.clone(), resync, caches_synced)).abort_handle();
         Proxy { name: name.to_owned(), client, claims, directory, policy, fingerprint, refresh: Some(refresh) }
     }
 

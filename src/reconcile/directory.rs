@@ -209,14 +209,22 @@ impl Directory {
     /// Takes a snapshot at once, then one every `interval` (at a steady rate: a slow refresh does not push the
     /// later ones back), for as long as the process runs.
     ///
-    /// The interval is counted from the end of the first snapshot rather than from start-up, so that the first
-    /// interval after a restart holds that one listing and nothing else: counted from start-up, the second
-    /// listing would come the few seconds that start-up takes before the operator has been ready for a whole
-    /// interval.
-    pub async fn run(self: Arc<Self>, litellm: LiteLlmClient, interval: Duration) {
+    /// The interval is counted from when the first snapshot is complete and the watch caches have synced
+    /// (`caches_synced` turns true: the operator is ready), whichever comes later, rather than from start-up, so
+    /// that the first interval after a restart holds that one listing and nothing else. Counted from start-up,
+    /// the second listing came the few seconds that start-up takes before the operator had been ready for a
+    /// whole interval. Caches that take longer than an interval to sync are not waited for.
+    pub async fn run(
+        self: Arc<Self>,
+        litellm: LiteLlmClient,
+        interval: Duration,
+        caches_synced: watch::Receiver<bool>,
+    ) {
         self.running.store(true, Ordering::Relaxed);
         self.refresh_logged(&litellm, KeyReading::for_refresh(0)).await;
         let interval = interval.max(Duration::from_secs(1));
+        let mut caches_synced = caches_synced;
+        let _ = tokio::time::timeout(interval, caches_synced.wait_for(|synced| *synced)).await;
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for refresh in 1u64.. {
