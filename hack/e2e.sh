@@ -112,7 +112,23 @@ phase "chart"
 
 # 4b. The image, from the Dockerfile and the static binary. In container mode the operator reads the
 #     kubeconfig as UID 65532, as a pod reads its Secret volumes (fsGroup).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# A free port below the kernel's ephemeral range (32768 and up here): a port the kernel hands out for port 0 can
+# be handed out again as the local end of an outgoing connection before the server binds it (the kubelet lost
+# its port to one of its own connections to the API server that way).
+free_port() {
+  python3 -c '
+import random, socket
+low = min(32768, int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]))
+for port in random.sample(range(20000, low), 200):
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port below the ephemeral range")'
+}
 if [ "$CONTAINER" = 1 ]; then
   bash hack/image.sh build >/dev/null
   E2E_OPERATOR_PODMAN_FLAGS="$(bash hack/image.sh flags)"

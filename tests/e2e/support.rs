@@ -7,7 +7,7 @@ use std::{
     future::Future,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU16, Ordering},
+    sync::atomic::{AtomicU16, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -330,8 +330,18 @@ impl OperatorOptions {
     }
 }
 
+/// A port free now, below the kernel's ephemeral range (32768 and up by default): a port handed out for port 0
+/// can be taken again as the local end of some outgoing connection before the operator binds it. Each call in
+/// this process tries a port no earlier call tried, starting from one that differs per process.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const FIRST: usize = 20_000;
+    const COUNT: usize = 12_000;
+    let start = std::process::id() as usize * 97;
+    (0..COUNT)
+        .map(|_| (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 impl Operator {
