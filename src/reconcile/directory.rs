@@ -21,7 +21,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, LazyLock, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -29,7 +29,7 @@ use std::{
 
 use futures::{StreamExt, stream};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -88,34 +88,114 @@ impl KeyReading {
     }
 }
 
-/// A managed user as the snapshot keeps it: the record as compact JSON, since JSON maps (metadata, object
-/// permissions) parsed into trees take several times the memory, and a snapshot holds every managed user.
-#[derive(Clone, Debug)]
+/// A managed user while a refresh reads it: its record already frozen, its keys still being gathered.
+#[derive(Debug)]
 struct Kept {
-    record: Box<str>,
+    /// The record, packed (see [`Frozen`]).
+    record: Box<[u8]>,
     key_count: Option<i64>,
     keys: Vec<KeyRecord>,
 }
 
+/// A managed user as a snapshot keeps it: its record and its keys as compact JSON, each compressed against
+/// [`PACKING_DICTIONARY`]. A snapshot holds every managed user, and while a refresh runs the one it replaces is
+/// alive too. Parsed, a user and its key took over a dozen allocations and the struct overhead of each field;
+/// packed, two allocations of compressed bytes.
+#[derive(Debug)]
+struct Frozen {
+    record: Box<[u8]>,
+    /// Empty when there are none (or none were read).
+    keys: Box<[u8]>,
+}
+
+/// A key packed: what a snapshot needs of it, without its user (the map's key) or creation time (which only the
+/// reading of the newest keys looks at).
+type PackedKey = (String, Option<String>, Map<String, Value>, Option<String>, Option<String>);
+
+/// What packed users and keys have in common: one of each, as the operator creates them.
+static PACKING_DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let mut record: UserRecord = serde_json::from_value(serde_json::json!({
+        "user_alias": "", "user_email": "@example.com", "user_role": "internal_user", "max_budget": 10.0,
+        "spend": 0.0, "budget_duration": "30d", "budget_reset_at": "2026-01-01T00:00:00Z", "models": [""],
+        "key_count": 1, "metadata": { desired::OWNER_METADATA_KEY: { "owner": "/" } },
+    }))
+    .unwrap_or_default();
+    record.user_id = Some(String::new());
+    let key =
+        KeyRecord { token: "0".repeat(64), key_alias: Some("/".into()), owner: Some("/".into()), ..Default::default() };
+    let mut sample = record_json(&record);
+    sample.extend(keys_json(&[key]));
+    sample
+});
+
+/// The record as compact JSON, without what reads back as it is when left out: the user id (the map's key) and
+/// empty fields.
+fn record_json(record: &UserRecord) -> Vec<u8> {
+    let mut json = serde_json::to_value(record).unwrap_or_default();
+    if let Value::Object(fields) = &mut json {
+        fields.retain(|name, value| name != "user_id" && !is_empty(value));
+    }
+    json.to_string().into_bytes()
+}
+
+fn keys_json(keys: &[KeyRecord]) -> Vec<u8> {
+    let packed: Vec<PackedKey> = keys
+        .iter()
+        .map(|key| {
+            (key.token.clone(), key.key_alias.clone(), key.aliases.clone(), key.expires.clone(), key.owner.clone())
+        })
+        .collect();
+    serde_json::to_vec(&packed).unwrap_or_default()
+}
+
+fn pack(json: &[u8]) -> Box<[u8]> {
+    lz4_flex::block::compress_prepend_size_with_dict(json, &PACKING_DICTIONARY).into_boxed_slice()
+}
+
+fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
+    lz4_flex::block::decompress_size_prepended_with_dict(packed, &PACKING_DICTIONARY).ok()
+}
+
 impl Kept {
-    /// Without what reads back as it is when left out: the user id (the map's key), empty fields, and the key
-    /// count (kept beside it).
     fn new(record: &UserRecord) -> Self {
-        let mut json = serde_json::to_value(record).unwrap_or_default();
-        if let Value::Object(fields) = &mut json {
-            fields.retain(|name, value| name != "user_id" && name != "key_count" && !is_empty(value));
-        }
-        Kept { record: json.to_string().into_boxed_str(), key_count: record.key_count, keys: Vec::new() }
+        Kept { record: pack(&record_json(record)), key_count: record.key_count, keys: Vec::new() }
     }
 
+    fn freeze(self) -> Frozen {
+        let keys = if self.keys.is_empty() { Box::default() } else { pack(&keys_json(&self.keys)) };
+        Frozen { record: self.record, keys }
+    }
+}
+
+impl Frozen {
+    /// What the snapshot saw; `None` only if what it packed does not read back, which a test rules out.
     fn entry(&self, user_id: &str, keys_read: bool) -> Option<Entry> {
-        let record = UserRecord {
-            user_id: Some(user_id.to_owned()),
-            key_count: self.key_count,
-            ..serde_json::from_str(&self.record).ok()?
+        let record =
+            UserRecord { user_id: Some(user_id.to_owned()), ..serde_json::from_slice(&unpack(&self.record)?).ok()? };
+        let keys = match keys_read {
+            true => Some(
+                self.keys()?.into_iter().map(|key| KeyRecord { user_id: Some(user_id.to_owned()), ..key }).collect(),
+            ),
+            false => None,
         };
-        let key = |kept: &KeyRecord| KeyRecord { user_id: Some(user_id.to_owned()), ..kept.clone() };
-        Some(Entry { record, keys: keys_read.then(|| self.keys.iter().map(key).collect()) })
+        Some(Entry { record, keys })
+    }
+
+    /// The keys, without their user.
+    fn keys(&self) -> Option<Vec<KeyRecord>> {
+        if self.keys.is_empty() {
+            return Some(Vec::new());
+        }
+        let packed: Vec<PackedKey> = serde_json::from_slice(&unpack(&self.keys)?).ok()?;
+        let key = |(token, key_alias, aliases, expires, owner)| KeyRecord {
+            token,
+            key_alias,
+            aliases,
+            expires,
+            owner,
+            ..Default::default()
+        };
+        Some(packed.into_iter().map(key).collect())
     }
 }
 
@@ -129,8 +209,7 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// A key as the snapshot keeps it: without what it already knows (the user, in its map's key) or no longer needs
-/// (when the key was created, which only the reading of the newest keys looks at).
+/// A key as a refresh gathers it: without what the snapshot does not keep.
 fn compact(key: KeyRecord) -> KeyRecord {
     KeyRecord { user_id: None, created_at: None, ..key }
 }
@@ -140,7 +219,7 @@ struct Snapshot {
     taken: Timestamp,
     /// The same by the proxy's clock, when known.
     taken_by_proxy: Option<Timestamp>,
-    users: HashMap<String, Kept>,
+    users: HashMap<Box<str>, Frozen>,
     /// Whether it holds every key of its users, so that the next snapshot may read only newer keys.
     keys_complete: bool,
     /// Whether it read keys at all.
@@ -257,7 +336,8 @@ impl Directory {
         // Only managed users are kept, page by page and compacted: a proxy may have many more users than the
         // operator manages.
         let mut listed_unmarked = HashSet::new();
-        let mut managed: HashMap<String, Kept> = HashMap::new();
+        // As many as last time: a table grown by doubling holds the old and the new one at each step.
+        let mut managed: HashMap<String, Kept> = HashMap::with_capacity(self.managed_count());
         let fetch = |page| async move {
             let listed = litellm.user_list(page, PAGE_SIZE).await?;
             let managed = listed.users.into_iter().filter_map(|record| {
@@ -302,13 +382,10 @@ impl Directory {
         if keys_read {
             confirm_key_counts(litellm, &mut managed).await;
         }
-        // Most users have one key, and a vector grown by pushing holds room for four.
-        for kept in managed.values_mut() {
-            kept.keys.shrink_to_fit();
-        }
-        debug!(users = managed.len(), missing_user_pages, ?reading, "listed LiteLLM users and keys");
+        let users = managed.into_iter().map(|(user_id, kept)| (user_id.into_boxed_str(), kept.freeze())).collect();
+        debug!(missing_user_pages, ?reading, "listed LiteLLM users and keys");
         *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(Arc::new(Snapshot { taken, taken_by_proxy, users: managed, keys_complete, keys_read }));
+            Some(Arc::new(Snapshot { taken, taken_by_proxy, users, keys_complete, keys_read }));
         Ok(())
     }
 }
@@ -352,11 +429,11 @@ async fn newest_keys(litellm: &LiteLlmClient, since: Timestamp) -> Result<Vec<Ke
 
 /// Gives each managed user its keys: the ones `previous` knew (for a reading of only the newest keys) and the
 /// ones read now.
-fn merge(managed: &mut HashMap<String, Kept>, previous: Option<&HashMap<String, Kept>>, keys: Vec<KeyRecord>) {
+fn merge(managed: &mut HashMap<String, Kept>, previous: Option<&HashMap<Box<str>, Frozen>>, keys: Vec<KeyRecord>) {
     if let Some(previous) = previous {
         for (user_id, entry) in managed.iter_mut() {
-            if let Some(known) = previous.get(user_id) {
-                entry.keys.clone_from(&known.keys);
+            if let Some(known) = previous.get(user_id.as_str()).and_then(Frozen::keys) {
+                entry.keys = known;
             }
         }
     }
@@ -478,14 +555,26 @@ mod tests {
             "object_permission": { "mcp_servers": ["a"] }, "models": ["m"]
         }))
         .unwrap();
+        let json = String::from_utf8(record_json(&record)).unwrap();
+        assert!(!json.contains("null") && !json.contains("[]") && !json.contains("\"u\""), "{json}");
         let mut kept = Kept::new(&record);
-        assert!(!kept.record.contains("null") && !kept.record.contains("[]"), "{}", kept.record);
-        let key = KeyRecord { token: "abc".into(), user_id: Some("u".into()), ..KeyRecord::default() };
+        let key = KeyRecord {
+            token: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            key_alias: Some("ns/u".into()),
+            user_id: Some("u".into()),
+            aliases: serde_json::from_value(serde_json::json!({ "m": "n" })).unwrap(),
+            expires: Some("2027-01-01T00:00:00Z".into()),
+            owner: Some("ns/u".into()),
+            created_at: None,
+        };
         kept.keys.push(compact(key.clone()));
-        let entry = kept.entry("u", true).unwrap();
+        let frozen = kept.freeze();
+        let entry = frozen.entry("u", true).unwrap();
         assert_eq!(entry.record, record);
-        assert_eq!(entry.keys, Some(vec![key]));
-        assert_eq!(kept.entry("u", false).unwrap().keys, None, "a snapshot without keys says so");
+        assert_eq!(entry.keys, Some(vec![key.clone()]));
+        assert_eq!(frozen.entry("u", false).unwrap().keys, None, "a snapshot without keys says so");
+        let (packed, unpacked) = (frozen.record.len() + frozen.keys.len(), json.len() + keys_json(&[key]).len());
+        assert!(packed * 4 < unpacked * 3, "{packed} bytes packed, {unpacked} as JSON");
     }
 
     #[test]
