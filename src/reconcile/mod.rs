@@ -343,6 +343,15 @@ async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Actio
                 Retry::Backoff { at_least } => ctx.next_backoff(user, at_least),
                 Retry::AtResync => ctx.settings.resync,
             };
+            // The condition and Event say the same to the resource's owner; this is for whoever runs the operator.
+            warn!(
+                namespace = user.namespace(),
+                name = user.name_any(),
+                reason = outcome.reason().as_str(),
+                message = outcome.message(),
+                retry_in = ?delay,
+                "reconcile did not converge"
+            );
             (failed_status(user, &written, &outcome), outcome, Action::requeue(delay))
         }
     };

@@ -183,19 +183,35 @@ impl TestNamespace {
     /// Waits for a condition of `name` to have `status`, and returns the resource then.
     pub async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> LiteLLMUser {
         let users = self.users();
-        wait_for(&format!("{name} to have {type_}={status}"), DEADLINE, || {
-            let users = users.clone();
-            async move {
-                let user = users.get_opt(name).await.ok().flatten()?;
+        let start = Instant::now();
+        let mut last_seen = String::from("no resource");
+        loop {
+            if let Some(user) = users.get_opt(name).await.ok().flatten() {
                 let generation = user.metadata.generation;
-                let st = user.status.as_ref()?;
-                let found = st.conditions.iter().any(|c| {
+                let conditions = user.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or_default();
+                let found = conditions.iter().any(|c| {
                     c.type_ == type_ && c.status == status && (c.observed_generation == generation || type_ != "Ready")
                 });
-                found.then_some(user)
+                if found {
+                    return user;
+                }
+                let seen: Vec<String> = conditions
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}={} {} (generation {:?}): {}",
+                            c.type_, c.status, c.reason, c.observed_generation, c.message
+                        )
+                    })
+                    .collect();
+                last_seen = format!("generation {generation:?}, {seen:?}");
             }
-        })
-        .await
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out after {DEADLINE:?} waiting for {name} to have {type_}={status}; last seen: {last_seen}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn wait_reason(&self, name: &str, reason: &str) -> LiteLLMUser {
