@@ -698,6 +698,7 @@ async fn emulator_fault_suite_invariants_hold() {
         })
         .await;
         emulator.set_fault(Fault::new(kind).with_probability(0.3));
+        let faults_set = std::time::Instant::now();
 
         for i in 0..USERS {
             ns.apply(&format!("f{i}"), json!({ "maxBudget": i, "models": ["m"] })).await;
@@ -728,12 +729,15 @@ async fn emulator_fault_suite_invariants_hold() {
         })
         .await;
         emulator.clear_faults();
+        // A resource that failed all along is in exponential backoff: its next try can be as far away as the
+        // faults lasted (the delays double, so each is about the sum of those before it).
+        let deadline = DEADLINE + faults_set.elapsed();
 
         let proxy = EmulatorProxy { url: emulator.url(), key: emulator.master_key().to_owned() };
         for i in 0..USERS - 3 {
             let name = format!("f{i}");
             let budget = if i < USERS / 2 { 100 + i } else { i };
-            let user = ns.wait_condition(&name, "Ready", "True").await;
+            let user = ns.wait_condition_within(&name, "Ready", "True", deadline).await;
             let key = ns.key(&format!("{name}-litellm-key")).await;
             let user_id = ns.user_id(&name);
             let (info, keys) = proxy.user(&user_id).await.unwrap_or_else(|| panic!("{what}: {name} exists"));
@@ -747,7 +751,7 @@ async fn emulator_fault_suite_invariants_hold() {
         }
         for i in USERS - 3..USERS {
             let name = format!("f{i}");
-            ns.wait_gone(&name).await;
+            ns.wait_gone_within(&name, deadline).await;
             assert!(proxy.user(&ns.user_id(&name)).await.is_none(), "{what}: {name} deleted on the proxy");
         }
         // No orphan keys: every key on the proxy belongs to a live resource and is in its Secret.
@@ -768,9 +772,10 @@ async fn emulator_fault_suite_invariants_hold() {
         }
         let requests = proxy_requests(&emulator);
         tried.push(format!(
-            "{what} ({generation:?}): {USERS} created, {} updated, 3 deleted; {under_fault} proxy requests while \
-             30% of them failed this way, {requests} in all",
-            USERS / 2
+            "{what} ({generation:?}): {USERS} created, {} updated, 3 deleted; {under_fault} proxy requests in {:.0?} \
+             while 30% of them failed this way, {requests} in all",
+            USERS / 2,
+            deadline - DEADLINE,
         ));
     }
     println!("fault suite:\n  {}", tried.join("\n  "));

@@ -182,6 +182,17 @@ impl TestNamespace {
 
     /// Waits for a condition of `name` to have `status`, and returns the resource then.
     pub async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> LiteLLMUser {
+        self.wait_condition_within(name, type_, status, DEADLINE).await
+    }
+
+    /// The same with a deadline of the caller's.
+    pub async fn wait_condition_within(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        deadline: Duration,
+    ) -> LiteLLMUser {
         let users = self.users();
         let start = Instant::now();
         let mut last_seen = String::from("no resource");
@@ -207,8 +218,8 @@ impl TestNamespace {
                 last_seen = format!("generation {generation:?}, {seen:?}");
             }
             assert!(
-                start.elapsed() < DEADLINE,
-                "timed out after {DEADLINE:?} waiting for {name} to have {type_}={status}; last seen: {last_seen}"
+                start.elapsed() < deadline,
+                "timed out after {deadline:?} waiting for {name} to have {type_}={status}; last seen: {last_seen}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -228,8 +239,12 @@ impl TestNamespace {
     }
 
     pub async fn wait_gone(&self, name: &str) {
+        self.wait_gone_within(name, DEADLINE).await
+    }
+
+    pub async fn wait_gone_within(&self, name: &str, deadline: Duration) {
         let users = self.users();
-        wait_for(&format!("{name} to be deleted"), DEADLINE, || {
+        wait_for(&format!("{name} to be deleted"), deadline, || {
             let users = users.clone();
             async move { users.get_opt(name).await.ok().and_then(|u| u.is_none().then_some(())) }
         })
