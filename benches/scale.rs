@@ -178,9 +178,29 @@ impl Drop for Operator {
 
 /// Writes (POST, PUT, PATCH, DELETE) the API server has served, by resource, from its own metrics.
 async fn api_writes(client: &Client) -> BTreeMap<String, f64> {
+    api_requests(client, |verb, resource| {
+        // The API server renews its own identity Lease every 10 s (a PUT); the operator creates and deletes
+        // claims, and replaces one only when taking over a stale claim.
+        matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY")
+            && matches!(resource, "litellmusers" | "secrets" | "events" | "leases")
+            && !(resource == "leases" && verb == "PUT")
+    })
+    .await
+}
+
+/// Reads of single objects (GET; not the watches' LIST and WATCH) the API server has served, by resource.
+/// The benchmark itself reads nothing that way, and runs the operator without leader election.
+async fn api_reads(client: &Client) -> BTreeMap<String, f64> {
+    api_requests(client, |verb, resource| verb == "GET" && matches!(resource, "litellmusers" | "secrets" | "leases"))
+        .await
+}
+
+/// Requests the API server has served, by resource, from its own `apiserver_request_total`: those that
+/// `counted(verb, resource)`.
+async fn api_requests(client: &Client, counted: impl Fn(&str, &str) -> bool) -> BTreeMap<String, f64> {
     let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
     let text = client.request_text(request).await.expect("API server metrics");
-    let mut writes = BTreeMap::new();
+    let mut requests = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let label = |name: &str| {
             line.split(&format!("{name}=\""))
@@ -189,22 +209,14 @@ async fn api_writes(client: &Client) -> BTreeMap<String, f64> {
                 .unwrap_or_default()
                 .to_owned()
         };
-        if !matches!(label("verb").as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
-            continue;
-        }
         let resource = label("resource");
-        // The API server renews its own identity Lease every 10 s (a PUT); the operator creates and deletes
-        // claims, and replaces one only when taking over a stale claim.
-        if resource == "leases" && label("verb") == "PUT" {
-            continue;
-        }
-        if !matches!(resource.as_str(), "litellmusers" | "secrets" | "events" | "leases") {
+        if !counted(&label("verb"), &resource) {
             continue;
         }
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *writes.entry(resource).or_default() += value;
+        *requests.entry(resource).or_default() += value;
     }
-    writes
+    requests
 }
 
 /// CPU time of the whole machine so far: (busy, total) in ticks, from /proc/stat.
@@ -416,10 +428,12 @@ async fn run_size(client: &Client, size: usize) -> Value {
 
     // Steady state: one more resync period with nothing changed.
     let (calls_before, writes_before) = (litellm.calls(&operator).await, api_writes(client).await);
+    let reads_before = api_reads(client).await;
     let (cpu_before, _) = operator.usage();
     tokio::time::sleep(resync() + Duration::from_secs(5)).await;
     let steady_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let steady_writes = delta(&api_writes(client).await, &writes_before);
+    let steady_reads = delta(&api_reads(client).await, &reads_before);
     let (cpu_after, rss_peak) = operator.usage();
 
     let series = user_series(operator.port).await;
@@ -428,12 +442,14 @@ async fn run_size(client: &Client, size: usize) -> Value {
     // A restart with every user in sync, at the default resync interval: what the first minutes cost.
     // The first 5 minutes of the new process, from its start.
     let (calls_before, writes_before) = (litellm.calls_before_start(), api_writes(client).await);
+    let reads_before = api_reads(client).await;
     let restarted = Instant::now();
     let operator = Operator::start(&namespace, &litellm, None);
     operator.wait_ready().await;
     tokio::time::sleep(restart_window().saturating_sub(restarted.elapsed())).await;
     let restart_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let restart_writes = delta(&api_writes(client).await, &writes_before);
+    let restart_reads = delta(&api_reads(client).await, &reads_before);
     let (_, rss_restart) = operator.usage();
     drop(operator);
 
@@ -461,10 +477,12 @@ async fn run_size(client: &Client, size: usize) -> Value {
         "steady_litellm_calls_per_user": per_user(&steady_calls),
         "steady_litellm_calls": steady_calls,
         "steady_k8s_writes": steady_writes.values().sum::<f64>(),
+        "steady_k8s_reads": steady_reads.values().sum::<f64>(),
         "restart_window_seconds": restart_window().as_secs(),
         "restart_litellm_calls_per_100_users": per_user(&restart_calls) * 100.0,
         "restart_litellm_calls": restart_calls,
         "restart_k8s_writes": restart_writes.values().sum::<f64>(),
+        "restart_k8s_reads": restart_reads.values().sum::<f64>(),
         "restart_peak_rss_mib": rss_restart,
         "single_apply_ready_ms_p50": percentile(&latencies, 0.5),
         "single_apply_ready_ms_p99": percentile(&latencies, 0.99),
