@@ -335,6 +335,18 @@ fn profile_control_plane(client: &Client, size: usize) -> Option<tokio::task::Jo
     }))
 }
 
+/// Milliseconds this machine takes for a fixed CPU-bound workload (one core, no memory traffic), taken while the
+/// control plane is idle: the machine's speed varies from day to day, and runs are compared with it in view.
+fn calibration_ms() -> f64 {
+    let started = Instant::now();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..300_000_000_u64 {
+        state = std::hint::black_box(state.rotate_left(7).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ i);
+    }
+    std::hint::black_box(state);
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -343,6 +355,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn run_size(client: &Client, size: usize) -> Value {
+    let calibration = calibration_ms();
     let litellm = Litellm::start().await;
     let namespace = format!("bench-{size}-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -389,6 +402,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
         let result = json!({
             "users": size,
             "resync_seconds": resync().as_secs(),
+            "calibration_ms": calibration,
             "all_ready_seconds": all_ready.as_secs_f64(),
             "peak_rss_mib": rss_create,
             "cpu_seconds_creation": cpu_create,
@@ -457,6 +471,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let result = json!({
         "users": size,
         "resync_seconds": resync().as_secs(),
+        "calibration_ms": calibration,
         "proxy": if matches!(litellm, Litellm::Real { .. }) { "real" } else { "emulator" },
         "apply_seconds": applied.as_secs_f64(),
         "all_ready_seconds": all_ready.as_secs_f64(),

@@ -38,6 +38,7 @@ def every(check):
 # The targets of the scale issue (#10).
 TARGETS = [
     ("resync_seconds", "the operator's resync interval in the run, s", "", None),
+    ("calibration_ms", "a fixed CPU-bound workload on this machine before the run, ms (the machine's speed)", "", None),
     ("all_ready_seconds", "seconds from apply to all Ready", "< 60 at 10,000; < 900 at 100,000",
      lambda v, n: v < 60 if n == 10000 else v < 900 if n == 100000 else None),
     ("peak_rss_mib", "operator peak RSS, MiB", "< 48 at 10,000; < 256 at 100,000",
