@@ -117,9 +117,14 @@ for r in results:
     steady = ", ".join(f"{k} {int(v)}" for k, v in r.get("steady_litellm_calls", {}).items() if v) or "n/a"
     restart = ", ".join(f"{k} {int(v)}" for k, v in r.get("restart_litellm_calls", {}).items() if v) or "n/a"
     writes = ", ".join(f"{k} {int(v)}" for k, v in r.get("creation_k8s_writes", {}).items() if v) or "n/a"
+    reads = "; ".join(
+        f"{when} " + (", ".join(f"{k} {int(v)}" for k, v in r[key].items() if v) or "none")
+        for when, key in (("steady", "steady_k8s_reads_by_resource"), ("restart", "restart_k8s_reads_by_resource"))
+        if key in r
+    )
     lines.append(
         f"- {r['users']:,} users: LiteLLM {create}; steady {steady}; restart {restart}; "
-        f"Kubernetes writes at creation {writes}."
+        f"Kubernetes writes at creation {writes}" + (f"; Kubernetes reads (GET) {reads}." if reads else ".")
     )
 if os.path.exists("docs/bench-results-real.json"):
     # Written by `BENCH_LITELLM_VERSION=… hack/bench.sh`: the same figures against the test bed's real proxy.

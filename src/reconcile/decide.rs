@@ -654,7 +654,42 @@ pub fn settled(
     settings: &Settings,
 ) -> Option<Duration> {
     let since = since_last_look?;
-    let window = settings.resync.saturating_sub(Duration::from_secs(1));
+    if !as_left(user, status, secret_version) || since >= resync_window(settings) {
+        return None;
+    }
+    let wait = settings.resync - since;
+    match next_key_deadline(status) {
+        Some(at) => {
+            Duration::try_from(at.duration_since(now)).ok().filter(|d| !d.is_zero()).map(|until| wait.min(until))
+        }
+        None => Some(wait),
+    }
+}
+
+/// Whether the only reason to look at the world is that the resync period has passed: the resource is as the
+/// operator left it, and no rotation or revocation is due. Such a look only confirms that nothing changed on
+/// the proxy, which the directory's next snapshot can do without a call of its own.
+pub fn only_resync_due(
+    user: &LiteLLMUser,
+    status: &LiteLLMUserStatus,
+    secret_version: Option<&str>,
+    since_last_look: Option<Duration>,
+    now: Timestamp,
+    settings: &Settings,
+) -> bool {
+    since_last_look.is_some_and(|since| since >= resync_window(settings))
+        && as_left(user, status, secret_version)
+        && next_key_deadline(status).is_none_or(|at| at > now)
+}
+
+/// A resync comes a second early rather than a moment late.
+fn resync_window(settings: &Settings) -> Duration {
+    settings.resync.saturating_sub(Duration::from_secs(1))
+}
+
+/// Whether the resource is as the operator left it in sync: the same spec, Ready, no key pending, no rotation
+/// asked for, and its Secret (if any) at the version the status records.
+fn as_left(user: &LiteLLMUser, status: &LiteLLMUserStatus, secret_version: Option<&str>) -> bool {
     let in_sync = status.synced_generation.is_some()
         && status.synced_generation == user.metadata.generation
         && status.observed_generation == user.metadata.generation
@@ -665,16 +700,7 @@ pub fn settled(
         true => secret_version.is_some() && secret_version == status.key_secret_version.as_deref(),
         false => status.key_hash.is_none(),
     };
-    if !in_sync || !secret_in_place || since >= window {
-        return None;
-    }
-    let wait = settings.resync - since;
-    match next_key_deadline(status) {
-        Some(at) => {
-            Duration::try_from(at.duration_since(now)).ok().filter(|d| !d.is_zero()).map(|until| wait.min(until))
-        }
-        None => Some(wait),
-    }
+    in_sync && secret_in_place
 }
 
 #[cfg(test)]

@@ -548,6 +548,25 @@ fn settled_needs_the_secret_where_the_operator_left_it() {
 }
 
 #[test]
+fn only_a_resync_that_merely_confirms_may_wait_for_the_directory() {
+    let a = key_hash("sk-ours");
+    let user = alice(LiteLLMUserSpec::default());
+    let status = synced(&a);
+    let settings = Settings::default();
+    let due = Some(settings.resync);
+    assert!(only_resync_due(&user, &status, Some("9"), due, now(), &settings));
+    assert!(!only_resync_due(&user, &status, Some("9"), Some(Duration::from_secs(10)), now(), &settings), "not due");
+    assert!(!only_resync_due(&user, &status, Some("9"), None, now(), &settings), "not seen since start");
+    assert!(!only_resync_due(&user, &status, Some("10"), due, now(), &settings), "someone wrote the Secret");
+    let mut changed = user.clone();
+    changed.metadata.generation = Some(3);
+    assert!(!only_resync_due(&changed, &status, Some("9"), due, now(), &settings), "the spec changed");
+    let mut revoking = status.clone();
+    revoking.retiring_keys = vec![RetiringKey { hash: key_hash("sk-old"), revoke_at: "2026-01-01T00:00:00Z".into() }];
+    assert!(!only_resync_due(&user, &revoking, Some("9"), due, now(), &settings), "a revocation is due");
+}
+
+#[test]
 fn durations_parse_like_the_schema_allows() {
     assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
     assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));

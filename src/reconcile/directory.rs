@@ -24,7 +24,7 @@ use std::{
         Arc, LazyLock, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt, stream};
@@ -56,6 +56,8 @@ const KEY_OVERLAP: SignedDuration = SignedDuration::from_secs(30);
 const KEY_OVERLAP_WITHOUT_CLOCK: SignedDuration = SignedDuration::from_secs(300);
 /// Users whose keys are read one by one in a refresh, at most; the rest are left to their reconciles.
 const USERS_READ_ALONE: usize = 200;
+/// How long a resync waits for a refresh under way when no refresh has completed yet to tell how long one takes.
+const REFRESH_POLL: Duration = Duration::from_secs(5);
 
 /// A managed user as the snapshot saw it.
 #[derive(Clone, Debug, PartialEq)]
@@ -199,6 +201,10 @@ impl Frozen {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Whether a field of a user record reads back the same when it is left out.
 fn is_empty(value: &Value) -> bool {
     match value {
@@ -236,6 +242,10 @@ pub struct Directory {
     /// Users the operator manages without its mark in their metadata (adopted ones): looked up, so kept.
     unmarked: Mutex<HashSet<String>>,
     key_overlap: SignedDuration,
+    /// The refresh under way, if any: when it began, by the wall clock and by the process's.
+    under_way: Mutex<Option<(Timestamp, Instant)>>,
+    /// How long the last complete refresh took: when the one under way should be done.
+    last_took: Mutex<Option<Duration>>,
 }
 
 impl Default for Directory {
@@ -246,6 +256,8 @@ impl Default for Directory {
             running: AtomicBool::new(false),
             unmarked: Mutex::default(),
             key_overlap: KEY_OVERLAP,
+            under_way: Mutex::default(),
+            last_took: Mutex::default(),
         }
     }
 }
@@ -274,6 +286,31 @@ impl Directory {
         let fresh = Timestamp::now().duration_since(snapshot.taken) <= max_age.try_into().ok()?;
         let after_change = newer_than.is_none_or(|changed| snapshot.taken > changed);
         found.filter(|_| fresh && after_change)
+    }
+
+    /// How long to wait for the refresh under way, when the last complete snapshot cannot vouch for a user
+    /// changed at `changed` (it began before the change, or is older than `max_age`) and the refresh under way
+    /// began after it: a resync that only confirms that nothing changed waits for that refresh rather than
+    /// read the user on its own. During a long creation, that is most resyncs. `None` when there is nothing
+    /// worth waiting for: no refresh under way, one that began too early, or one that has run for longer than
+    /// `max_age` (a refresh that hangs must not hold resyncs back).
+    pub fn wait_for_refresh(&self, changed: Option<Timestamp>, max_age: Duration) -> Option<Duration> {
+        let (began, began_at) = (*lock(&self.under_way))?;
+        let running = began_at.elapsed();
+        if running >= max_age || changed.is_some_and(|changed| began <= changed) {
+            return None;
+        }
+        let vouches = self.current().is_some_and(|snapshot| {
+            let fresh =
+                Timestamp::now().duration_since(snapshot.taken).try_into().is_ok_and(|age: Duration| age <= max_age);
+            fresh && changed.is_none_or(|changed| snapshot.taken > changed)
+        });
+        if vouches {
+            return None;
+        }
+        // Due when the last one took as long; come back a moment after that, and at least a second later.
+        let expected = lock(&self.last_took).unwrap_or(REFRESH_POLL);
+        Some(expected.saturating_sub(running).max(Duration::from_secs(1)) + Duration::from_millis(500))
     }
 
     /// How many managed users the last snapshot saw.
@@ -313,9 +350,13 @@ impl Directory {
     }
 
     async fn refresh_logged(&self, litellm: &LiteLlmClient, reading: KeyReading) {
-        if let Err(err) = self.refresh(litellm, reading).await {
-            warn!(error = %err, "could not list LiteLLM users; resyncs read users one by one");
+        let began = Instant::now();
+        *lock(&self.under_way) = Some((Timestamp::now(), began));
+        match self.refresh(litellm, reading).await {
+            Ok(()) => *lock(&self.last_took) = Some(began.elapsed()),
+            Err(err) => warn!(error = %err, "could not list LiteLLM users; resyncs read users one by one"),
         }
+        *lock(&self.under_way) = None;
         self.refreshed.send_modify(|count| *count += 1);
     }
 
@@ -584,6 +625,32 @@ mod tests {
         assert_eq!(readings[1], KeyReading::Every);
         assert!(readings[2..=FULL_KEY_READING_EVERY as usize].iter().all(|r| *r == KeyReading::Newest));
         assert_eq!(readings[FULL_KEY_READING_EVERY as usize + 1], KeyReading::Every);
+    }
+
+    #[test]
+    fn a_resync_waits_only_for_a_refresh_that_will_vouch_for_its_user() {
+        let directory = Directory::default();
+        let max_age = Duration::from_secs(600);
+        let changed = Timestamp::now() - SignedDuration::from_secs(10);
+        assert_eq!(directory.wait_for_refresh(Some(changed), max_age), None, "no refresh under way");
+
+        *lock(&directory.under_way) = Some((Timestamp::now(), Instant::now()));
+        let wait = directory.wait_for_refresh(Some(changed), max_age).expect("a refresh that began after the change");
+        assert!(wait > Duration::from_secs(1) && wait <= REFRESH_POLL + Duration::from_secs(1), "{wait:?}");
+        *lock(&directory.last_took) = Some(Duration::from_secs(90));
+        let wait = directory.wait_for_refresh(Some(changed), max_age).unwrap();
+        assert!(wait > Duration::from_secs(85), "as long as the last refresh took: {wait:?}");
+        assert!(directory.wait_for_refresh(Some(Timestamp::now()), max_age).is_none(), "changed after it began");
+        assert!(directory.wait_for_refresh(Some(changed), Duration::ZERO).is_none(), "running for too long");
+
+        *directory.snapshot.write().unwrap() = Some(Arc::new(Snapshot {
+            taken: Timestamp::now(),
+            taken_by_proxy: None,
+            users: HashMap::new(),
+            keys_complete: true,
+            keys_read: true,
+        }));
+        assert_eq!(directory.wait_for_refresh(Some(changed), max_age), None, "the last snapshot vouches already");
     }
 
     #[tokio::test]

@@ -321,6 +321,14 @@ async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Actio
             return finish(user, ctx, &previous, &written, status, outcome, requeue).await;
         }
     };
+    // A resync that would only confirm that nothing changed, while the directory's snapshot is too old to do
+    // so and a newer one is being read: come back when it is, instead of reading the user on its own.
+    if decide::only_resync_due(user, &previous, secret_version.as_deref(), since, Timestamp::now(), &ctx.settings)
+        && let Some(wait) =
+            proxy.directory.wait_for_refresh(observe::last_change(&previous), observe::snapshot_max_age(ctx))
+    {
+        return Ok(Action::requeue(wait));
+    }
     if let Some(old) = previous.proxy.as_deref().filter(|old| *old != proxy.name) {
         move_off(user, ctx, old, &mut written).await?;
     }

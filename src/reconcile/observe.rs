@@ -184,15 +184,12 @@ async fn proxy_user(
         && status.synced_generation == user.metadata.generation
         && status.user_id.as_deref() == Some(user_id)
         && super::conditions::is_true(&status.conditions, super::conditions::READY);
-    if settled && !hints.read_proxy {
-        let changed = status.last_sync_time.as_deref().and_then(|t| t.parse().ok());
-        let max_age = ctx.settings.resync.saturating_mul(2);
-        if let Some(entry) = proxy.directory.lookup(user_id, changed, max_age).await {
-            let keys = entry.keys.or_else(|| keys_as_status_says(user, status, entry.record.key_count));
-            if let Some(keys) = keys {
-                return Ok(ProxyView::Present { record: Box::new(entry.record), keys, from_snapshot: true });
-            }
-        }
+    if settled
+        && !hints.read_proxy
+        && let Some(entry) = proxy.directory.lookup(user_id, last_change(status), snapshot_max_age(ctx)).await
+        && let Some(keys) = entry.keys.or_else(|| keys_as_status_says(user, status, entry.record.key_count))
+    {
+        return Ok(ProxyView::Present { record: Box::new(entry.record), keys, from_snapshot: true });
     }
     let brand_new = status.conditions.is_empty() && status.user_id.is_none();
     if brand_new && !hints.read_proxy && proxy.client.generation().await? == Generation::Newer {
@@ -202,6 +199,16 @@ async fn proxy_user(
         Some((record, keys)) => ProxyView::Present { record: Box::new(record), keys, from_snapshot: false },
         None => ProxyView::Absent,
     })
+}
+
+/// When the operator last changed anything for the resource: a snapshot taken before then cannot vouch for it.
+pub fn last_change(status: &LiteLLMUserStatus) -> Option<k8s_openapi::jiff::Timestamp> {
+    status.last_sync_time.as_deref().and_then(|t| t.parse().ok())
+}
+
+/// How old a snapshot may be and still vouch for a user.
+pub fn snapshot_max_age(ctx: &Context) -> std::time::Duration {
+    ctx.settings.resync.saturating_mul(2)
 }
 
 /// The keys a settled resource's status accounts for, as the proxy would list them, when the proxy's count of
