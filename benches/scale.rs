@@ -148,6 +148,20 @@ impl Operator {
         calls
     }
 
+    /// The operator's own count of its Kubernetes requests, by `verb resource`, from its metrics.
+    async fn kubernetes_requests(&self) -> BTreeMap<String, f64> {
+        let text = metrics_text(self.port).await;
+        let mut requests = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with("litellm_operator_kubernetes_requests_total{")) {
+            let label = |name: &str| line.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next());
+            let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            if let (Some(verb), Some(resource), Some(value)) = (label("verb"), label("resource"), value) {
+                *requests.entry(format!("{verb} {resource}")).or_default() += value;
+            }
+        }
+        requests
+    }
+
     async fn wait_ready(&self) {
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
         for _ in 0..600 {
@@ -186,6 +200,12 @@ async fn api_writes(client: &Client) -> BTreeMap<String, f64> {
             && !(resource == "leases" && verb == "PUT")
     })
     .await
+}
+
+/// Of the operator's own requests (by `verb resource`), the reads of single objects and the writes: what a
+/// resync that finds nothing to do should not make. Its watches' LIST and WATCH are the cache it reads instead.
+fn gets_and_writes(requests: &BTreeMap<String, f64>) -> f64 {
+    requests.iter().filter(|(k, _)| !k.starts_with("list ") && !k.starts_with("watch ")).map(|(_, v)| v).sum()
 }
 
 /// Reads of single objects (GET; not the watches' LIST and WATCH) the API server has served, by resource.
@@ -443,11 +463,13 @@ async fn run_size(client: &Client, size: usize) -> Value {
     // Steady state: one more resync period with nothing changed.
     let (calls_before, writes_before) = (litellm.calls(&operator).await, api_writes(client).await);
     let reads_before = api_reads(client).await;
+    let requests_before = operator.kubernetes_requests().await;
     let (cpu_before, _) = operator.usage();
     tokio::time::sleep(resync() + Duration::from_secs(5)).await;
     let steady_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let steady_writes = delta(&api_writes(client).await, &writes_before);
     let steady_reads = delta(&api_reads(client).await, &reads_before);
+    let steady_requests = delta(&operator.kubernetes_requests().await, &requests_before);
     let (cpu_after, rss_peak) = operator.usage();
 
     let series = user_series(operator.port).await;
@@ -464,6 +486,7 @@ async fn run_size(client: &Client, size: usize) -> Value {
     let restart_calls = delta(&litellm.calls(&operator).await, &calls_before);
     let restart_writes = delta(&api_writes(client).await, &writes_before);
     let restart_reads = delta(&api_reads(client).await, &reads_before);
+    let restart_requests = operator.kubernetes_requests().await;
     let (_, rss_restart) = operator.usage();
     drop(operator);
 
@@ -494,12 +517,16 @@ async fn run_size(client: &Client, size: usize) -> Value {
         "steady_k8s_writes": steady_writes.values().sum::<f64>(),
         "steady_k8s_reads": steady_reads.values().sum::<f64>(),
         "steady_k8s_reads_by_resource": steady_reads,
+        "steady_operator_k8s_requests": steady_requests,
+        "steady_operator_k8s_gets_and_writes": gets_and_writes(&steady_requests),
         "restart_window_seconds": restart_window().as_secs(),
         "restart_litellm_calls_per_100_users": per_user(&restart_calls) * 100.0,
         "restart_litellm_calls": restart_calls,
         "restart_k8s_writes": restart_writes.values().sum::<f64>(),
         "restart_k8s_reads": restart_reads.values().sum::<f64>(),
         "restart_k8s_reads_by_resource": restart_reads,
+        "restart_operator_k8s_requests": restart_requests,
+        "restart_operator_k8s_gets_and_writes": gets_and_writes(&restart_requests),
         "restart_peak_rss_mib": rss_restart,
         "single_apply_ready_ms_p50": percentile(&latencies, 0.5),
         "single_apply_ready_ms_p99": percentile(&latencies, 0.99),

@@ -51,12 +51,18 @@ TARGETS = [
     ("creation_k8s_writes_per_user", "… the same with Events counted", "", None),
     ("first_resync_k8s_writes", "Kubernetes writes, first resync after creation", "", None),
     ("steady_k8s_writes", "Kubernetes writes, one resync period in steady state", "0", every(lambda v: v == 0)),
-    ("steady_k8s_reads", "Kubernetes reads (GET) by the operator, one resync period in steady state", "0",
+    ("steady_operator_k8s_gets_and_writes",
+     "Kubernetes reads (GET) and writes by the operator, one resync period in steady state (its own count)", "0",
      every(lambda v: v == 0)),
+    ("steady_k8s_reads", "… reads (GET) of litellmusers, secrets and leases by every client (the API server's count)",
+     "", None),
     ("steady_litellm_calls_per_user", "LiteLLM calls per user, one resync period", "≤ 0.011",
      lambda v, n: v <= 0.011 if n >= 10000 else None),
     ("restart_k8s_writes", "restart: Kubernetes writes in the first 5 minutes", "0", every(lambda v: v == 0)),
-    ("restart_k8s_reads", "restart: Kubernetes reads (GET) in the first 5 minutes", "", None),
+    ("restart_operator_k8s_gets_and_writes",
+     "restart: Kubernetes reads (GET) and writes by the operator in the first 5 minutes (its own count)", "0",
+     every(lambda v: v == 0)),
+    ("restart_k8s_reads", "… reads (GET) by every client (the API server's count)", "", None),
     ("restart_litellm_calls_per_100_users", "restart: LiteLLM calls per 100 users in the first 5 minutes", "≤ 1.1",
      lambda v, n: v <= 1.1 if n >= 10000 else None),
     ("restart_peak_rss_mib", "restart: operator peak RSS, MiB", "", None),
@@ -119,12 +125,12 @@ for r in results:
     writes = ", ".join(f"{k} {int(v)}" for k, v in r.get("creation_k8s_writes", {}).items() if v) or "n/a"
     reads = "; ".join(
         f"{when} " + (", ".join(f"{k} {int(v)}" for k, v in r[key].items() if v) or "none")
-        for when, key in (("steady", "steady_k8s_reads_by_resource"), ("restart", "restart_k8s_reads_by_resource"))
+        for when, key in (("steady", "steady_operator_k8s_requests"), ("restart", "restart_operator_k8s_requests"))
         if key in r
     )
     lines.append(
         f"- {r['users']:,} users: LiteLLM {create}; steady {steady}; restart {restart}; "
-        f"Kubernetes writes at creation {writes}" + (f"; Kubernetes reads (GET) {reads}." if reads else ".")
+        f"Kubernetes writes at creation {writes}" + (f"; the operator's Kubernetes requests {reads}." if reads else ".")
     )
 if os.path.exists("docs/bench-results-real.json"):
     # Written by `BENCH_LITELLM_VERSION=… hack/bench.sh`: the same figures against the test bed's real proxy.

@@ -2,6 +2,7 @@
 
 pub mod crd;
 pub mod export;
+pub mod kube_requests;
 pub mod litellm;
 pub mod metrics;
 pub mod operator;

@@ -35,6 +35,13 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubernetesLabels {
+    pub verb: &'static str,
+    /// A resource type (with its subresource), never an object's name.
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UserLabels {
     pub namespace: String,
     pub name: String,
@@ -50,6 +57,7 @@ pub struct Metrics {
     failures: Family<ReasonLabels, Counter>,
     litellm_requests: Family<CallLabels, Counter>,
     litellm_seconds: Family<EndpointLabels, Histogram>,
+    kubernetes_requests: Family<KubernetesLabels, Counter>,
     resources: Family<ReasonLabels, Gauge>,
     spend: Family<UserLabels, FloatGauge>,
     max_budget: Family<UserLabels, FloatGauge>,
@@ -85,6 +93,7 @@ impl Metrics {
         let litellm_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         });
+        let kubernetes_requests = Family::<KubernetesLabels, Counter>::default();
         let resources = Family::<ReasonLabels, Gauge>::default();
         let spend = Family::<UserLabels, FloatGauge>::default();
         let max_budget = Family::<UserLabels, FloatGauge>::default();
@@ -102,6 +111,11 @@ impl Metrics {
             litellm_seconds.clone(),
         );
         registry.register(
+            "kubernetes_requests",
+            "Requests of the operator's to the Kubernetes API server, by verb and resource",
+            kubernetes_requests.clone(),
+        );
+        registry.register(
             "resources",
             "LiteLLMUser resources by the reason of their Ready condition",
             resources.clone(),
@@ -115,6 +129,7 @@ impl Metrics {
             failures,
             litellm_requests,
             litellm_seconds,
+            kubernetes_requests,
             resources,
             spend,
             max_budget,
@@ -139,6 +154,10 @@ impl Metrics {
     pub fn litellm_call(&self, endpoint: &'static str, outcome: String, took: Duration) {
         self.litellm_requests.get_or_create(&CallLabels { endpoint, outcome }).inc();
         self.litellm_seconds.get_or_create(&EndpointLabels { endpoint }).observe(took.as_secs_f64());
+    }
+
+    pub fn kubernetes_request(&self, verb: &'static str, resource: String) {
+        self.kubernetes_requests.get_or_create(&KubernetesLabels { verb, resource }).inc();
     }
 
     /// Records where a resource stands after a reconcile.

@@ -136,8 +136,8 @@ fn readiness(health: &Health) -> (StatusCode, &'static str) {
 
 /// Runs the controllers until a shutdown signal; in-flight reconciles finish first.
 pub async fn run(litellm: Option<LiteLlmClient>, config: OperatorConfig) -> Result<(), StartError> {
-    let client = Client::try_default().await.map_err(StartError::Kube)?;
     let metrics = Arc::new(Metrics::new(config.user_metrics));
+    let client = crate::kube_requests::counted_client(metrics.clone()).await.map_err(StartError::Kube)?;
     let litellm = litellm.map(|litellm| litellm.with_metrics(metrics.clone()));
     let health = Arc::new(Health::default());
     serve_http(config.listen, HttpState { metrics: metrics.clone(), health: health.clone() }).await?;
