@@ -172,6 +172,13 @@ impl Context {
         }
     }
 
+    /// Waits (a bounded time after start-up) until every Secret index has listed its Secrets once.
+    async fn secrets_listed(&self) {
+        for index in &self.secret_indexes {
+            index.wait_listed().await;
+        }
+    }
+
     /// The Secret `name` in `user`'s namespace, as the watch last saw it.
     pub fn known_secret(&self, user: &LiteLLMUser, name: &str) -> Option<KnownSecret> {
         let namespace = user.namespace()?;
@@ -279,6 +286,7 @@ pub fn error_policy(user: Arc<LiteLLMUser>, err: &Error, ctx: Arc<Context>) -> A
 /// `current`: the resource is known to be as the API server has it (it was just patched), so it need not be
 /// read again before anything is created for it.
 async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Action, Error> {
+    ctx.secrets_listed().await;
     let previous = user.status.clone().unwrap_or_default();
     let mut secret_version = ctx
         .known_secret(user, &user.key_secret_name())

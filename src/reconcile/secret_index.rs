@@ -12,6 +12,10 @@ use std::{
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{api::ObjectMeta, core::PartialObjectMeta, runtime::watcher};
+use tokio::{
+    sync::watch,
+    time::{Duration, Instant},
+};
 
 use crate::crd::LiteLLMUser;
 
@@ -38,13 +42,30 @@ impl KnownSecret {
     }
 }
 
+/// How long after start-up reconciles wait for the first listing of the Secrets. A watch that cannot list them
+/// (say, for want of RBAC) holds nothing back after that: reconciles then read each Secret.
+const FIRST_LISTING_WAIT: Duration = Duration::from_secs(30);
+
 /// The operator's Secrets in one watched scope, by namespace and name.
-#[derive(Default)]
 pub struct SecretIndex {
     secrets: RwLock<HashMap<Box<str>, KnownSecret>>,
     /// What a relist has brought so far; it replaces `secrets` when the relist is complete, so that Secrets
     /// deleted while the watch was down do not linger.
     relisting: Mutex<Option<HashMap<Box<str>, KnownSecret>>>,
+    /// Whether the first listing is complete.
+    listed: watch::Sender<bool>,
+    created: Instant,
+}
+
+impl Default for SecretIndex {
+    fn default() -> Self {
+        SecretIndex {
+            secrets: RwLock::default(),
+            relisting: Mutex::default(),
+            listed: watch::Sender::new(false),
+            created: Instant::now(),
+        }
+    }
 }
 
 fn key(namespace: &str, name: &str) -> Box<str> {
@@ -61,6 +82,14 @@ impl SecretIndex {
         self.secrets.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key(namespace, name)).cloned()
     }
 
+    /// Waits until the watch has listed every Secret once (at most until [`FIRST_LISTING_WAIT`] after start-up):
+    /// until then, a Secret missing from the index may only not have been listed yet, and each reconcile of a
+    /// restart would read its Secret.
+    pub async fn wait_listed(&self) {
+        let mut listed = self.listed.subscribe();
+        let _ = tokio::time::timeout_at(self.created + FIRST_LISTING_WAIT, listed.wait_for(|done| *done)).await;
+    }
+
     /// Takes in one event of the Secrets' metadata watch.
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
         let mut relisting = self.relisting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -73,6 +102,7 @@ impl SecretIndex {
                 let mut listed = relisting.take().unwrap_or_default();
                 listed.shrink_to_fit();
                 *self.secrets.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = listed;
+                self.listed.send_replace(true);
             }
             watcher::Event::Apply(secret) => {
                 let mut secrets = self.secrets.write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -136,5 +166,27 @@ mod tests {
         index.apply(&watcher::Event::InitDone);
         assert_eq!(index.get("team-a", "c"), None, "gone while the watch was down");
         assert_eq!(&*index.get("team-a", "a").unwrap().resource_version, "5");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconciles_wait_for_the_first_listing_and_only_for_a_while() {
+        let index = std::sync::Arc::new(SecretIndex::default());
+        let waiting = tokio::spawn({
+            let index = index.clone();
+            async move { index.wait_listed().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "nothing listed yet");
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(secret("a", "5", Some("uid-1"))));
+        index.apply(&watcher::Event::InitDone);
+        waiting.await.unwrap();
+
+        let never_listed = SecretIndex::default();
+        let started = Instant::now();
+        never_listed.wait_listed().await;
+        assert_eq!(started.elapsed(), FIRST_LISTING_WAIT, "a watch that cannot list holds nothing back for long");
+        never_listed.wait_listed().await;
+        assert_eq!(started.elapsed(), FIRST_LISTING_WAIT, "and nothing at all after that");
     }
 }

@@ -31,10 +31,12 @@ fn context_with(secrets: &[Secret]) -> (Arc<Context>, ApiHandle) {
     })
     .unwrap();
     let index = Arc::new(SecretIndex::default());
+    index.apply(&watcher::Event::Init);
     for secret in secrets {
         let meta = PartialObjectMeta::<Secret> { metadata: secret.metadata.clone(), ..Default::default() };
-        index.apply(&watcher::Event::Apply(meta));
+        index.apply(&watcher::Event::InitApply(meta));
     }
+    index.apply(&watcher::Event::InitDone);
     let proxy = Proxy::idle(
         crate::proxies::FLAGS_PROXY,
         litellm,
