@@ -85,6 +85,8 @@ def verdict(check, value, users):
 
 
 def fmt(v):
+    if isinstance(v, float):
+        v += 0.0  # an empty sum is -0.0
     return f"{v:,.3f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else str(v)
 
 
