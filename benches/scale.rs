@@ -138,10 +138,8 @@ impl Operator {
     async fn litellm_calls(&self) -> BTreeMap<String, f64> {
         let text = metrics_text(self.port).await;
         let mut calls = BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("litellm_operator_litellm_requests_total{")) {
-            let endpoint = line.split("endpoint=\"").nth(1).and_then(|rest| rest.split('"').next());
-            let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-            if let (Some(endpoint), Some(value)) = (endpoint, value) {
+        for (line, value) in samples(&text, "litellm_operator_litellm_requests_total") {
+            if let Some(endpoint) = label(line, "endpoint") {
                 *calls.entry(endpoint.to_owned()).or_default() += value;
             }
         }
@@ -152,10 +150,8 @@ impl Operator {
     async fn kubernetes_requests(&self) -> BTreeMap<String, f64> {
         let text = metrics_text(self.port).await;
         let mut requests = BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("litellm_operator_kubernetes_requests_total{")) {
-            let label = |name: &str| line.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next());
-            let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-            if let (Some(verb), Some(resource), Some(value)) = (label("verb"), label("resource"), value) {
+        for (line, value) in samples(&text, "litellm_operator_kubernetes_requests_total") {
+            if let (Some(verb), Some(resource)) = (label(line, "verb"), label(line, "resource")) {
                 *requests.entry(format!("{verb} {resource}")).or_default() += value;
             }
         }
@@ -221,22 +217,26 @@ async fn api_requests(client: &Client, counted: impl Fn(&str, &str) -> bool) -> 
     let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
     let text = client.request_text(request).await.expect("API server metrics");
     let mut requests = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let resource = label("resource");
-        if !counted(&label("verb"), &resource) {
-            continue;
+    for (line, value) in samples(&text, "apiserver_request_total") {
+        let resource = label(line, "resource").unwrap_or_default();
+        if counted(label(line, "verb").unwrap_or_default(), resource) {
+            *requests.entry(resource.to_owned()).or_default() += value;
         }
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *requests.entry(resource).or_default() += value;
     }
     requests
+}
+
+/// The samples of a labelled metric in Prometheus text: each line, with its value.
+fn samples<'a>(text: &'a str, metric: &str) -> impl Iterator<Item = (&'a str, f64)> {
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .filter(move |line| line.starts_with(&prefix))
+        .filter_map(|line| Some((line, line.rsplit(' ').next()?.parse().ok()?)))
+}
+
+/// The value of label `name` in a sample line.
+fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split(&format!("{name}=\"")).nth(1)?.split('"').next()
 }
 
 /// CPU time of the whole machine so far: (busy, total) in ticks, from /proc/stat.

@@ -34,10 +34,10 @@ pub fn classify(method: &Method, uri: &Uri) -> (&'static str, String) {
     };
     // Namespaced: namespaces/<ns>/<resource>/...; a namespace itself is namespaces[/<name>[/<subresource>]].
     let rest = match rest {
-        ["namespaces", _namespace, resource, more @ ..] => [&[*resource][..], more].concat(),
-        other => other.to_vec(),
+        ["namespaces", _namespace, in_namespace @ ..] if !in_namespace.is_empty() => in_namespace,
+        other => other,
     };
-    let (resource, named) = match rest.as_slice() {
+    let (resource, named) = match rest {
         [] => return (verb(method, false, uri), "other".to_owned()),
         [resource] => ((*resource).to_owned(), false),
         [resource, _name] => ((*resource).to_owned(), true),

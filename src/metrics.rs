@@ -112,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "kubernetes_requests",
-            "Requests of the operator's to the Kubernetes API server, by verb and resource",
+            "The operator's requests to the Kubernetes API server, by verb and resource",
             kubernetes_requests.clone(),
         );
         registry.register(

@@ -232,6 +232,16 @@ struct Snapshot {
     keys_read: bool,
 }
 
+impl Snapshot {
+    /// Whether what it saw of a user changed at `changed` still holds: it began after the change and is at most
+    /// `max_age` old.
+    fn vouches_for(&self, changed: Option<Timestamp>, max_age: Duration) -> bool {
+        let fresh =
+            SignedDuration::try_from(max_age).is_ok_and(|max| Timestamp::now().duration_since(self.taken) <= max);
+        fresh && changed.is_none_or(|changed| self.taken > changed)
+    }
+}
+
 pub struct Directory {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Ticks once per refresh attempt, so that the first reconciles can wait for the first snapshot (and stop
@@ -281,11 +291,9 @@ impl Directory {
         let found = snapshot.users.get(user_id).and_then(|kept| kept.entry(user_id, snapshot.keys_read));
         if found.is_none() {
             // Perhaps a user the operator manages without its mark: look for it from the next refresh on.
-            self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(user_id.to_owned());
+            lock(&self.unmarked).insert(user_id.to_owned());
         }
-        let fresh = Timestamp::now().duration_since(snapshot.taken) <= max_age.try_into().ok()?;
-        let after_change = newer_than.is_none_or(|changed| snapshot.taken > changed);
-        found.filter(|_| fresh && after_change)
+        found.filter(|_| snapshot.vouches_for(newer_than, max_age))
     }
 
     /// How long to wait for the refresh under way, when the last complete snapshot cannot vouch for a user
@@ -300,12 +308,7 @@ impl Directory {
         if running >= max_age || changed.is_some_and(|changed| began <= changed) {
             return None;
         }
-        let vouches = self.current().is_some_and(|snapshot| {
-            let fresh =
-                Timestamp::now().duration_since(snapshot.taken).try_into().is_ok_and(|age: Duration| age <= max_age);
-            fresh && changed.is_none_or(|changed| snapshot.taken > changed)
-        });
-        if vouches {
+        if self.current().is_some_and(|snapshot| snapshot.vouches_for(changed, max_age)) {
             return None;
         }
         // Due when the last one took as long; come back a moment after that, and at least a second later.
@@ -372,7 +375,7 @@ impl Directory {
     pub async fn refresh(&self, litellm: &LiteLlmClient, reading: KeyReading) -> Result<(), ApiError> {
         let taken = Timestamp::now();
         let taken_by_proxy = litellm.proxy_now();
-        let unmarked = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let unmarked = lock(&self.unmarked).clone();
         let unmarked = &unmarked;
         // Only managed users are kept, page by page and compacted: a proxy may have many more users than the
         // operator manages.
@@ -400,7 +403,7 @@ impl Directory {
         if missing_user_pages == 0 {
             // Ids asked for that the proxy does not have, or that carry the mark now, need no watching. Ids
             // asked for while this listing ran stay: the next one looks for them.
-            let mut watched = self.unmarked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut watched = lock(&self.unmarked);
             watched.retain(|id| listed_unmarked.contains(id) || !unmarked.contains(id));
         }
 

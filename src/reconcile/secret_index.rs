@@ -86,6 +86,9 @@ impl SecretIndex {
     /// until then, a Secret missing from the index may only not have been listed yet, and each reconcile of a
     /// restart would read its Secret.
     pub async fn wait_listed(&self) {
+        if *self.listed.borrow() {
+            return;
+        }
         let mut listed = self.listed.subscribe();
         let _ = tokio::time::timeout_at(self.created + FIRST_LISTING_WAIT, listed.wait_for(|done| *done)).await;
     }
