@@ -112,10 +112,17 @@ impl Operator {
         if let Some(resync) = resync {
             command.args(["--resync-interval", &format!("{}s", resync.as_secs())]);
         }
-        // A heap profile per run when the binary is built with `--features dhat-heap` (BENCH_PROFILE=1).
+        // Heap profiles per run when the binary is built with `--features dhat-heap` (BENCH_PROFILE=1) or
+        // `--features jemalloc-profiling` (BENCH_PROFILE=jemalloc); each build reads only its own variable.
         if let Ok(dir) = std::env::var("BENCH_PROFILE_DIR") {
             let run = PROFILE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             command.env("DHAT_OUT", format!("{dir}/dhat-{namespace}-{run}.json"));
+            // One allocation in every 128 KiB or so is sampled, with its stack; a profile of what is live is
+            // written at every new high-water mark of the heap, so the last one is the peak's.
+            command.env(
+                "_RJEM_MALLOC_CONF",
+                format!("prof:true,lg_prof_sample:17,prof_gdump:true,prof_prefix:{dir}/jeprof-{namespace}-{run}"),
+            );
         }
         let child = command.stdout(Stdio::null()).stderr(log).spawn().expect("start the operator");
         Operator { child, port }

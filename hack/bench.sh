@@ -17,6 +17,10 @@
 #   BENCH_PROFILE=1 BENCH_SIZES=10000 hack/bench.sh
 #                                       heap profiles (dhat) of each operator run, summarised by
 #                                       hack/dhat_summary.py; the figures of a profiled run are not comparable
+#   BENCH_PROFILE=jemalloc BENCH_CREATION_ONLY=1 BENCH_SIZES=100000 hack/bench.sh
+#                                       sampled heap profiles (jemalloc's), cheap enough for 100,000 users: what was
+#                                       live at each run's peak, summarised by
+#                                       hack/jeprof_summary.py
 #   BENCH_CONTROL_PLANE_PROFILE=1 BENCH_CREATION_ONLY=1 BENCH_SIZES=10000 hack/bench.sh
 #                                       a CPU profile of etcd and kube-apiserver (one process here) over 30 s of
 #                                       creation (BENCH_CONTROL_PLANE_PROFILE_SECONDS), summarised by go tool pprof
@@ -33,11 +37,16 @@ trap cleanup EXIT
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 if [ -n "${OPERATOR_BIN:-}" ]; then
   : # a binary of the caller's (say, another allocator's build)
-elif [ "${BENCH_PROFILE:-}" = 1 ]; then
+elif [ -n "${BENCH_PROFILE:-}" ]; then
+  case "$BENCH_PROFILE" in
+    1) PROFILER=dhat FEATURE=dhat-heap ;;
+    jemalloc) PROFILER=jemalloc FEATURE=jemalloc-profiling ;;
+    *) echo "BENCH_PROFILE is 1 (dhat) or jemalloc" >&2; exit 2 ;;
+  esac
   # Symbols for the profile's backtraces; its own target dir, so the normal release build stays as it is.
-  CARGO_TARGET_DIR="$TARGET_DIR/dhat" CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-    cargo build --quiet --release --bin litellm-operator --features dhat-heap
-  OPERATOR_BIN="$TARGET_DIR/dhat/release/litellm-operator"
+  CARGO_TARGET_DIR="$TARGET_DIR/$PROFILER" CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+    cargo build --quiet --release --bin litellm-operator --features "$FEATURE"
+  OPERATOR_BIN="$TARGET_DIR/$PROFILER/release/litellm-operator"
   export BENCH_PROFILE_DIR="$STATE/profiles"
   mkdir -p "$BENCH_PROFILE_DIR"
 else
@@ -83,6 +92,15 @@ fi
 if [ "${BENCH_PROFILE:-}" = 1 ]; then
   for profile in "$BENCH_PROFILE_DIR"/*.json; do python3 hack/dhat_summary.py "$profile"; done
   echo "[bench] heap profiles in $BENCH_PROFILE_DIR (open them in https://nnethercote.github.io/dh_view/dh_view.html)" >&2
+elif [ "${BENCH_PROFILE:-}" = jemalloc ]; then
+  # jemalloc writes a profile at each new high-water mark of the heap; the last of a run is its peak's.
+  for run in $(ls "$BENCH_PROFILE_DIR" | sed -n 's/^\(jeprof-.*\)\.[0-9]*\.[0-9]*\.u[0-9]*\.heap$/\1/p' | sort -u); do
+    peak="$(ls -v "$BENCH_PROFILE_DIR/$run".*.heap | tail -n 1)"
+    python3 hack/jeprof_summary.py "$OPERATOR_BIN" "$peak" 40
+  done
+  # jemalloc's build leaves its own reader (a Perl script) beside the library, for call graphs.
+  JEPROF="$(find "$TARGET_DIR/jemalloc/release/build" -path '*tikv-jemalloc-sys-*/out/build/bin/jeprof' | head -n 1)"
+  echo "[bench] heap profiles in $BENCH_PROFILE_DIR (perl $JEPROF --text $OPERATOR_BIN <profile>)" >&2
 elif [ "${BENCH_CREATION_ONLY:-}" != 1 ]; then
   python3 hack/bench_report.py "$BENCH_OUT" "${BENCH_SIZES:-100 1000 10000}"
 fi

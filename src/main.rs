@@ -316,6 +316,15 @@ fn crd_yaml(only: Option<&str>) -> Result<String, MainError> {
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+#[cfg(all(feature = "jemalloc", feature = "dhat-heap"))]
+compile_error!("the features dhat-heap and jemalloc each install a global allocator: build with one of them");
+
+// With `jemalloc-profiling`, profiles are written as the run's `_RJEM_MALLOC_CONF` asks (the benchmark asks for
+// one at each new peak).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Written when main returns (after a SIGTERM), to the file DHAT_OUT names.
