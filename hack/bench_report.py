@@ -106,8 +106,10 @@ lines = [
     "",
     # Figures merged from several runs name each run's command (BENCH_COMMANDS, one per line).
     *(f"- Command: `{c}`" for c in os.environ.get("BENCH_COMMANDS", f'BENCH_SIZES="{sizes}" hack/bench.sh').splitlines()),
-    f"- Machine: {machine()}",
-    f"- Date: {datetime.date.today().isoformat()}",
+    # Regenerating the report elsewhere or later must not relabel the runs: BENCH_MACHINE and BENCH_DATE say
+    # where and when the figures were taken.
+    f"- Machine: {os.environ.get('BENCH_MACHINE') or machine()}",
+    f"- Date: {os.environ.get('BENCH_DATE') or datetime.date.today().isoformat()}",
     "",
     "| figure | target | " + " | ".join(f"{r['users']:,} users" for r in results) + " |",
     "|---|---|" + "---|" * len(results),
