@@ -20,7 +20,7 @@ from dhat_summary import SKIP
 # The allocator's own frames, and the inlined allocation helpers of the standard library that addr2line names
 # without their path (dhat's backtraces have these folded away).
 ALLOCATOR = re.compile(
-    r"^(_rjem_|je_|prof_|imalloc|ialloc|iralloc|irallocx|do_rallocx|rallocx|tikv_jemalloc|__rg_alloc|__rg_realloc|"
+    r"^(_rjem_|je_|prof_|imalloc|ialloc|iralloc|do_rallocx|rallocx|tikv_jemalloc|__rg_alloc|__rg_realloc|"
     r"__rust_|_rjem)|jemalloc|"
     r"^(allocate|allocate_zeroed|box_new_uninit|box_new|new_uninit_in|try_new_uninit_in|try_allocate_in|"
     r"exchange_malloc|new_in|alloc_zeroed|grow|grow_impl|grow_impl_runtime|shrink|shrink_impl|shrink_impl_runtime|"
