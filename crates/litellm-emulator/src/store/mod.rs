@@ -188,7 +188,9 @@ impl Key {
     }
 
     fn is_expired(&self, now: Instant) -> bool {
-        self.expires.is_some_and(|expires| expires < now)
+        // The proxy's clock has microseconds and ours milliseconds: a key made with `duration: "0s"` and used within
+        // the same millisecond has, on the proxy, already passed its expiry, so the moment itself counts as expired.
+        self.expires.is_some_and(|expires| expires <= now)
     }
 }
 
@@ -582,5 +584,19 @@ fn mask(key: &str) -> String {
         format!("{head}****{tail}")
     } else {
         "****".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_made_with_no_duration_left_is_expired_within_the_same_millisecond() {
+        let made = Instant::from_millis(1_765_000_000_000);
+        let mut key = Key::new("sk-test", None, made, 1);
+        key.expires = Some(made);
+        assert!(key.is_expired(made));
+        assert!(!Key { expires: Some(made.plus_millis(1)), ..key.clone() }.is_expired(made));
     }
 }
