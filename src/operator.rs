@@ -21,6 +21,7 @@ use kube::{
     runtime::{Controller, WatchStreamExt, controller, reflector, watcher},
 };
 use kube_lease_manager::LeaseManagerBuilder;
+use tower_http::compression::CompressionLayer;
 use tracing::{error, info, warn};
 
 use crate::{
@@ -105,11 +106,7 @@ struct HttpState {
 }
 
 async fn serve_http(listen: SocketAddr, state: HttpState) -> Result<(), StartError> {
-    let app = Router::new()
-        .route("/metrics", get(|State(s): State<HttpState>| async move { metrics_response(&s) }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|State(s): State<HttpState>| async move { readiness(&s.health) }))
-        .with_state(state);
+    let app = http_routes(state);
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
     info!(%listen, "serving /metrics, /healthz and /readyz");
@@ -121,8 +118,19 @@ async fn serve_http(listen: SocketAddr, state: HttpState) -> Result<(), StartErr
     Ok(())
 }
 
-/// `/metrics`, streamed: with per-user series the text grows with the number of users (20 MiB at 100,000), and
-/// a chunk at a time it never has to be held whole.
+fn http_routes(state: HttpState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move { metrics_response(&s) }).layer(CompressionLayer::new()),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|State(s): State<HttpState>| async move { readiness(&s.health) }))
+        .with_state(state)
+}
+
+/// `/metrics`, streamed (and gzipped when asked): with per-user series the text grows with the number of users
+/// (20 MiB at 100,000), and a chunk at a time it never has to be held whole.
 fn metrics_response(state: &HttpState) -> impl IntoResponse + use<> {
     let chunks = stream::iter(Scrape::new(state.metrics.clone()).map(Ok::<_, std::convert::Infallible>));
     (
@@ -377,5 +385,41 @@ mod tests {
         assert_eq!(watch_scopes(&[" ".into(), "".into()]), vec![None]);
         let scopes = watch_scopes(&["b".into(), "a".into(), "b".into(), " a ".into()]);
         assert_eq!(scopes, vec![Some("a".into()), Some("b".into())]);
+    }
+
+    async fn scrape(metrics: &Arc<Metrics>, accept_encoding: Option<&str>) -> (http::HeaderMap, Vec<u8>) {
+        use tower::ServiceExt;
+        let health = Arc::new(Health {
+            synced: AtomicBool::new(true),
+            standby: AtomicBool::new(false),
+            proxy_reachable: AtomicBool::new(true),
+        });
+        let routes = http_routes(HttpState { metrics: metrics.clone(), health });
+        let mut request = http::Request::get("/metrics");
+        if let Some(encoding) = accept_encoding {
+            request = request.header("accept-encoding", encoding);
+        }
+        let request = request.body(axum::body::Body::empty()).unwrap_or_default();
+        let response = routes.oneshot(request).await.unwrap_or_else(|never| match never {});
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.map(|b| b.to_vec()).unwrap_or_default();
+        (headers, body)
+    }
+
+    #[tokio::test]
+    async fn metrics_are_gzipped_only_for_a_scraper_that_asks() {
+        let metrics = Arc::new(Metrics::default());
+        for i in 0..3000 {
+            metrics.observe_resource("team-a", &format!("user-{i}"), "Synced", Some(1.0), Some(10.0));
+        }
+        let (headers, plain) = scrape(&metrics, None).await;
+        assert!(headers.get("content-encoding").is_none());
+        assert!(plain.ends_with(b"# EOF\n"));
+        assert_eq!(String::from_utf8_lossy(&plain).matches("name=\"user-").count(), 6000);
+        let (headers, gzipped) = scrape(&metrics, Some("gzip")).await;
+        assert_eq!(headers.get("content-encoding").map(|v| v.as_bytes()), Some(&b"gzip"[..]));
+        assert!(gzipped.starts_with(&[0x1f, 0x8b]), "not gzip");
+        assert!(gzipped.len() * 10 < plain.len(), "{} bytes gzipped of {}", gzipped.len(), plain.len());
     }
 }
