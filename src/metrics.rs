@@ -185,7 +185,8 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, whole (for tests; `/metrics` streams [`Scrape`]).
+    /// The OpenMetrics text exposition, whole (`/metrics` streams [`Scrape`] instead).
+    #[cfg(test)]
     pub fn encode(self: &Arc<Self>) -> String {
         Scrape::new(self.clone()).collect()
     }
@@ -216,24 +217,25 @@ enum UserFamily {
 }
 
 impl UserFamily {
-    fn header(self) -> &'static str {
-        match self {
-            UserFamily::Spend => {
-                "# HELP litellm_operator_user_spend_usd Spend of a LiteLLM user in its current budget period.\n\
-                 # TYPE litellm_operator_user_spend_usd gauge\n"
-            }
-            UserFamily::Budget => {
-                "# HELP litellm_operator_user_max_budget_usd Budget of a LiteLLM user per budget period.\n\
-                 # TYPE litellm_operator_user_max_budget_usd gauge\n"
-            }
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             UserFamily::Spend => "litellm_operator_user_spend_usd",
             UserFamily::Budget => "litellm_operator_user_max_budget_usd",
         }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            UserFamily::Spend => "Spend of a LiteLLM user in its current budget period.",
+            UserFamily::Budget => "Budget of a LiteLLM user per budget period.",
+        }
+    }
+
+    /// The family's HELP and TYPE lines, which come before its first sample.
+    fn push_header(self, out: &mut String) {
+        let name = self.name();
+        // Writing to a String cannot fail.
+        let _ = write!(out, "# HELP {name} {}\n# TYPE {name} gauge\n", self.help());
     }
 
     fn value(self, figures: UserFigures) -> Option<f64> {
@@ -380,7 +382,7 @@ impl Iterator for Scrape {
                 }
                 match self.metrics.users {
                     Some(_) => {
-                        out.push_str(UserFamily::Spend.header());
+                        UserFamily::Spend.push_header(&mut out);
                         ScrapeStage::Users { family: UserFamily::Spend, from: None }
                     }
                     None => ScrapeStage::End,
@@ -391,7 +393,7 @@ impl Iterator for Scrape {
                 match (next, family) {
                     (Some(from), family) => ScrapeStage::Users { family, from: Some(from) },
                     (None, UserFamily::Spend) => {
-                        out.push_str(UserFamily::Budget.header());
+                        UserFamily::Budget.push_header(&mut out);
                         ScrapeStage::Users { family: UserFamily::Budget, from: None }
                     }
                     (None, UserFamily::Budget) => ScrapeStage::End,
