@@ -60,8 +60,8 @@ export PATH="$KUBE_TESTBED_BIN_DIR:$PATH"
 kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/litellmusers.litellm-operator.io >/dev/null
 if [ -n "${BENCH_LITELLM_VERSION:-}" ]; then
-  # Ports of its own, beside the test suite's proxies.
-  eval "$(bash "$LITELLM_TESTBED_DIR/up.sh" "$STATE/litellm" --version "$BENCH_LITELLM_VERSION" --port 4650 --pg-port 55650)"
+  # Ports of its own, beside the test suite's proxies, and below the ephemeral range (see hack/e2e.sh).
+  eval "$(bash "$LITELLM_TESTBED_DIR/up.sh" "$STATE/litellm" --version "$BENCH_LITELLM_VERSION" --port 4650 --pg-port 15650)"
   export BENCH_LITELLM_URL="$LITELLM_URL" BENCH_LITELLM_MASTER_KEY="$LITELLM_MASTER_KEY"
 fi
 export BENCH_OUT="$STATE/results.json"

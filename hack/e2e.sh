@@ -9,7 +9,7 @@
 # Environment: LITELLM_VERSIONS (default "1.108.7 1.80.5": the newest installable proxy and one of the older
 # generation), LITELLM_TESTBED_DIR (default ../shared/testbed/litellm beside the repository), E2E_STATE_DIR
 # (default a new temporary directory), CARGO_TARGET_DIR, E2E_LITELLM_PORT (default 4400: the first proxy's port,
-# the next version gets the next port), E2E_LITELLM_PG_PORT (default E2E_LITELLM_PORT + 51000, the same way),
+# the next version gets the next port), E2E_LITELLM_PG_PORT (default E2E_LITELLM_PORT + 11000, the same way),
 # and KUBE_TESTBED_PORT / KUBE_TESTBED_ETCD_PORT (hack/kube-testbed.sh) to share the machine with other beds.
 # E2E_ONLY (test name filters, space-separated, for example "migrate_ adopted") runs only the matching tests
 # of the suite on each version, and nothing else: for iterating on a few tests.
@@ -65,7 +65,9 @@ phase "build"
 
 # 2. The LiteLLM proxies start in the background while Kubernetes comes up.
 LITELLM_PORT="${E2E_LITELLM_PORT:-4400}"
-LITELLM_PG_PORT="${E2E_LITELLM_PG_PORT:-$((LITELLM_PORT + 51000))}"
+# PostgreSQL's ports stay below the kernel's ephemeral range (32768-60999 here): while the control plane starts,
+# one of its outgoing connections can hold such a port as its local end, and postgres then cannot bind it.
+LITELLM_PG_PORT="${E2E_LITELLM_PG_PORT:-$((LITELLM_PORT + 11000))}"
 port=$LITELLM_PORT pg_port=$LITELLM_PG_PORT
 declare -A proxy_env
 for version in $VERSIONS; do

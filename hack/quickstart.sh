@@ -35,7 +35,7 @@ BIN="$RELEASE/litellm-operator"
 if [ "${1:-}" = --real ]; then
   log "starting LiteLLM ${LITELLM_VERSION:-1.108.7} with PostgreSQL (a few minutes the first time) and Kubernetes"
   bash "$LITELLM_TESTBED_DIR/up.sh" "$STATE/litellm" --version "${LITELLM_VERSION:-1.108.7}" --port 4000 \
-    >"$STATE/litellm.env" 2>"$STATE/litellm.up.log" &
+    --pg-port 15432 >"$STATE/litellm.env" 2>"$STATE/litellm.up.log" &
   proxy=$!
 else
   log "building the LiteLLM emulator (crates/litellm-emulator)"

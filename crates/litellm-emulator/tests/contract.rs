@@ -5,7 +5,7 @@
 //! The expectations are the real proxies' answers, recorded in `tests/contract/expected-<version>.json`:
 //!
 //! ```sh
-//! eval "$(bash ../shared/testbed/litellm/up.sh /tmp/contract-1108 --version 1.108.7 --port 4510 --pg-port 55510)"
+//! eval "$(bash ../shared/testbed/litellm/up.sh /tmp/contract-1108 --version 1.108.7 --port 4510 --pg-port 15510)"
 //! cargo test -p litellm-emulator --test contract -- --ignored --exact record_real_proxy_expectations   # rewrite the file
 //! cargo test -p litellm-emulator --test contract -- --ignored --exact real_proxy_matches_expectations  # or only compare (CI)
 //! ```
