@@ -84,10 +84,16 @@ def verdict(check, value, users):
     return "" if met is None else "met" if met else "missed"
 
 
-def fmt(v):
+# Per-user call counts are compared with a whole number: three decimals would print 2.0002 as a "missed" 2.000.
+FOUR_DECIMALS = {"creation_litellm_calls_per_user", "creation_path_calls_per_user"}
+
+
+def fmt(v, key=""):
     if isinstance(v, float):
         v += 0.0  # an empty sum is -0.0
-    return f"{v:,.3f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else str(v)
+    if isinstance(v, float) and v < 10:
+        return f"{v:,.4f}" if key in FOUR_DECIMALS else f"{v:,.3f}"
+    return f"{v:,.1f}" if isinstance(v, float) else str(v)
 
 
 lines = [
@@ -119,7 +125,7 @@ for key, label, target, check in TARGETS:
     for r in results:
         value = r.get(key)
         v = verdict(check, value, r["users"])
-        cells.append(("n/a" if value is None else fmt(value)) + (f" ({v})" if v else ""))
+        cells.append(("n/a" if value is None else fmt(value, key)) + (f" ({v})" if v else ""))
     lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
 lines += ["", "Per endpoint (creation; one steady resync period; the restart's first 5 minutes):", ""]
 for r in results:
