@@ -267,6 +267,7 @@ impl UserSeries {
             self.forget(namespace, name);
             return;
         }
+        // Look up before inserting: the map's keys are owned, and an update should not allocate them again.
         let users = match by_namespace.get_mut(namespace) {
             Some(users) => users,
             None => by_namespace.entry(namespace.into()).or_default(),
@@ -409,6 +410,7 @@ impl Iterator for Scrape {
         Some(out)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
