@@ -3,7 +3,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use litellm_operator::{
     crd::DeletionPolicy,
-    export,
+    duration, export,
     litellm::{ClientConfig, LiteLlmClient, MasterKey},
     operator,
     reconcile::Settings,
@@ -43,7 +43,7 @@ struct Connection {
     #[arg(long, env = "LITELLM_CA_FILE")]
     litellm_ca_file: Option<PathBuf>,
     /// Timeout of one request to the proxy, for example 10s.
-    #[arg(long, env = "LITELLM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "LITELLM_TIMEOUT", default_value = "10s", value_parser = duration::parse_flag)]
     litellm_timeout: Duration,
 }
 
@@ -110,10 +110,10 @@ struct RunArgs {
     #[arg(long, env = "CLAIM_NAMESPACE")]
     claim_namespace: Option<String>,
     /// How often each resource is re-read from the proxy to refresh spend and repair drift, for example 5m.
-    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = duration::parse_flag)]
     resync_interval: Duration,
     /// How often usage is read from LiteLLM's daily activity (one call per user), for example 1h.
-    #[arg(long, env = "USAGE_REFRESH_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "USAGE_REFRESH_INTERVAL", default_value = "1h", value_parser = duration::parse_flag)]
     usage_refresh_interval: Duration,
     /// Days of usage summarised in status.
     #[arg(long, env = "USAGE_WINDOW_DAYS", default_value_t = 7)]
@@ -143,7 +143,7 @@ struct RunArgs {
     lease_namespace: String,
     /// How long a leader's Lease lasts without renewal; a standby takes over about this long after the leader
     /// dies.
-    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = duration::parse_flag)]
     lease_duration: Duration,
 }
 
@@ -151,21 +151,6 @@ struct RunArgs {
 enum LogFormat {
     Text,
     Json,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 30s, 5m or 1h"))?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "" | "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        _ => return Err(format!("'{text}' has an unknown unit; use ms, s, m or h")),
-    };
-    Ok(Duration::from_secs(seconds))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +185,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    litellm_operator::panics::install_hook();
 }
 
 fn master_key(args: &Connection) -> Result<MasterKey, MainError> {

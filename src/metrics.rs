@@ -23,6 +23,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// The kind reconciled, lower case: `litellmuser`, `litellmproxy`.
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -51,6 +57,7 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
     reconcile_seconds: Histogram,
+    panics: Family<ControllerLabels, Counter>,
     failures: Family<ReasonLabels, Counter>,
     litellm_requests: Family<CallLabels, Counter>,
     litellm_seconds: Family<EndpointLabels, Histogram>,
@@ -84,6 +91,7 @@ impl Metrics {
         let reconciles = Family::<ResultLabels, Counter>::default();
         let reconcile_seconds = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let failures = Family::<ReasonLabels, Counter>::default();
+        let panics = Family::<ControllerLabels, Counter>::default();
         let litellm_requests = Family::<CallLabels, Counter>::default();
         let litellm_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -92,6 +100,11 @@ impl Metrics {
         let resources = Family::<ReasonLabels, Gauge>::default();
         registry.register("reconciles", "Reconciles by result (ok, error)", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Time one reconcile took", reconcile_seconds.clone());
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked (a bug in the operator): each failed that resource's reconcile only",
+            panics.clone(),
+        );
         registry.register("reconcile_failures", "Reconciles that did not reach Ready, by reason", failures.clone());
         registry.register(
             "litellm_requests",
@@ -117,6 +130,7 @@ impl Metrics {
             registry,
             reconciles,
             reconcile_seconds,
+            panics,
             failures,
             litellm_requests,
             litellm_seconds,
@@ -138,6 +152,10 @@ impl Metrics {
     pub fn reconciled(&self, ok: bool, took: Duration) {
         self.reconciles.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
         self.reconcile_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile_panicked(&self, controller: &'static str) {
+        self.panics.get_or_create(&ControllerLabels { controller }).inc();
     }
 
     pub fn litellm_call(&self, endpoint: &'static str, outcome: String, took: Duration) {

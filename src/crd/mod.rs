@@ -19,6 +19,13 @@ pub use user::*;
 /// API group of the operator's resources.
 pub const GROUP: &str = "litellm-operator.io";
 
+/// CEL: a duration of a spec (`30d`, `1mo`) is at most 10 years, [`crate::duration::SPEC_MAX`]. Strings the
+/// field's pattern refuses pass this rule, so that the API server reports only the pattern for them.
+const DURATION_AT_MOST_TEN_YEARS: &str = "!self.matches('^[0-9]+(s|m|h|d|w|mo)$') || \
+    int(self.substring(0, size(self) - (self.endsWith('mo') ? 2 : 1))) * (self.endsWith('mo') ? 2592000 : \
+    {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}[self.substring(size(self) - 1)]) <= 315360000";
+const DURATION_TOO_LONG: &str = "must be at most 3650d (10 years)";
+
 fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     serde_json::from_value(serde_json::json!({
         "type": "array",

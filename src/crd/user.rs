@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema, ResourceExt};
 
-use super::{bounded_name, conditions_schema, free_form_object};
+use super::{DURATION_AT_MOST_TEN_YEARS, DURATION_TOO_LONG, bounded_name, conditions_schema, free_form_object};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,8 @@ pub struct LiteLLMUserSpec {
 
     /// How often spend is reset to zero: a positive number and a unit, `s` (seconds), `m` (minutes), `h`
     /// (hours), `d` (days), `w` (weeks) or `mo` (months), for example `30d` or `1mo`.
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w|mo)$"))]
+    #[schemars(length(max = 12), regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w|mo)$"))]
+    #[x_kube(validation = Rule::new(DURATION_AT_MOST_TEN_YEARS).message(DURATION_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_duration: Option<String>,
 
@@ -102,7 +103,8 @@ pub struct LiteLLMUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel_requests: Option<i64>,
 
-    /// Budgets per model, keyed by model name.
+    /// Budgets per model, keyed by model name (at most 100 models).
+    #[schemars(extend("maxProperties" = 100))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_max_budget: Option<BTreeMap<String, ModelBudget>>,
 
@@ -195,14 +197,15 @@ impl UserRole {
 }
 
 /// A budget for one model.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelBudget {
     /// The most the user may spend on this model, in USD, per `timePeriod`.
     #[schemars(range(min = 0.0))]
     pub budget_limit: f64,
     /// How often this model's spend is reset, for example `1d` or `30d`.
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w|mo)$"))]
+    #[schemars(length(max = 12), regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w|mo)$"))]
+    #[x_kube(validation = Rule::new(DURATION_AT_MOST_TEN_YEARS).message(DURATION_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_period: Option<String>,
 }
@@ -228,7 +231,7 @@ pub struct ObjectPermission {
 }
 
 /// How the user's API key is delivered.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeySpec {
     /// Create an API key for the user and keep it in a Secret. Default `true`. When `false`, the operator
@@ -249,7 +252,8 @@ pub struct KeySpec {
     /// How long each key is valid on the proxy, for example `90d`: LiteLLM refuses the key afterwards. The
     /// operator rotates the key before it expires (at the latest `gracePeriod` plus a tenth of the duration
     /// before). When omitted, keys do not expire.
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
+    #[schemars(length(max = 12), regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
+    #[x_kube(validation = Rule::new(DURATION_AT_MOST_TEN_YEARS).message(DURATION_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     /// What happens to keys of this LiteLLM user that the operator did not issue, such as keys made in the
@@ -284,17 +288,19 @@ impl LiteLLMUserSpec {
 }
 
 /// Scheduled and on-demand key rotation.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationSpec {
     /// Rotate the key this long after it was issued, for example `30d`. When omitted, keys are rotated only on
     /// demand (annotation `litellm-operator.io/rotate`) or before they expire (`key.duration`).
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
+    #[schemars(length(max = 12), regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
+    #[x_kube(validation = Rule::new(DURATION_AT_MOST_TEN_YEARS).message(DURATION_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<String>,
     /// How long the old key keeps working after a rotation, for example `10m`; `0s` revokes it at once.
     /// Default `5m`, enough for kubelet to refresh a mounted Secret and for a reloader to restart pods.
-    #[schemars(regex(pattern = r"^[0-9]{1,9}(s|m|h|d|w)$"))]
+    #[schemars(length(max = 12), regex(pattern = r"^[0-9]{1,9}(s|m|h|d|w)$"))]
+    #[x_kube(validation = Rule::new(DURATION_AT_MOST_TEN_YEARS).message(DURATION_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<String>,
 }
@@ -439,6 +445,42 @@ impl LiteLLMUser {
     /// The resource's name as a label value (at most 63 characters), for labelling what belongs to it.
     pub fn label_value(&self) -> String {
         bounded_name(&self.name_any(), "", 63)
+    }
+}
+
+/// A spec value the operator cannot use, with the field it is in.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {problem}")]
+pub struct InvalidField {
+    /// The field's path under `spec`, as `kubectl explain` names it.
+    pub field: String,
+    pub problem: String,
+}
+
+impl LiteLLMUserSpec {
+    /// The first value the operator cannot compute with. The CRD refuses these at admission; this is the same
+    /// rule for resources admitted before it (an older CRD) or written around it, so that no value reaches a
+    /// computation that could overflow.
+    pub fn invalid_field(&self) -> Option<InvalidField> {
+        let rotation = self.key.rotation.as_ref();
+        let model_periods = self.model_max_budget.iter().flatten().filter_map(|(model, budget)| {
+            budget.time_period.as_deref().map(|period| (format!("modelMaxBudget[{model}].timePeriod"), period, false))
+        });
+        let durations = [
+            ("key.duration".to_owned(), self.key.duration.as_deref(), false),
+            ("key.rotation.every".to_owned(), rotation.and_then(|r| r.every.as_deref()), false),
+            ("key.rotation.gracePeriod".to_owned(), rotation.and_then(|r| r.grace_period.as_deref()), true),
+            ("budgetDuration".to_owned(), self.budget_duration.as_deref(), false),
+        ]
+        .into_iter()
+        .filter_map(|(field, text, zero_allowed)| text.map(|text| (field, text, zero_allowed)))
+        .chain(model_periods);
+        for (field, text, zero_allowed) in durations {
+            if let Err(err) = crate::duration::parse_spec(text, zero_allowed) {
+                return Some(InvalidField { field, problem: err.to_string() });
+            }
+        }
+        None
     }
 }
 

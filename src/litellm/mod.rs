@@ -9,5 +9,6 @@ mod error;
 mod types;
 
 pub use client::{ClientBuildError, ClientConfig, Created, Generation, LiteLlmClient, MasterKey};
+pub(crate) use error::redact_keys;
 pub use error::{ApiError, ErrorClass};
 pub use types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord, parse_time};

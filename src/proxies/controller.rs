@@ -41,6 +41,8 @@ pub struct ProxyContext {
 pub enum Error {
     #[error("Kubernetes API call failed while trying to {action}: {source}")]
     Kube { action: &'static str, source: kube::Error },
+    #[error(transparent)]
+    Panicked(#[from] crate::panics::Panicked),
 }
 
 /// Why a proxy resource cannot be used, as its `Ready` condition says.
@@ -49,7 +51,16 @@ struct Broken {
     message: String,
 }
 
+/// The controller's entry point. A panic fails this proxy's reconcile only, and is counted.
 pub async fn reconcile(proxy: Arc<LiteLLMProxy>, ctx: Arc<ProxyContext>) -> Result<Action, Error> {
+    let metrics = ctx.metrics.clone();
+    crate::panics::contain(look(proxy, ctx)).await.unwrap_or_else(|panicked| {
+        metrics.reconcile_panicked("litellmproxy");
+        Err(panicked.into())
+    })
+}
+
+async fn look(proxy: Arc<LiteLLMProxy>, ctx: Arc<ProxyContext>) -> Result<Action, Error> {
     let name = proxy.name_any();
     if proxy.metadata.deletion_timestamp.is_some() {
         ctx.registry.remove(&name);
@@ -117,7 +128,8 @@ async fn handle(proxy: &LiteLLMProxy, ctx: &ProxyContext) -> Result<Result<Arc<P
         Ok(key) => key,
         Err(broken) => return Ok(Err(broken)),
     };
-    let timeout = spec.timeout.as_deref().and_then(parse_timeout).unwrap_or(Duration::from_secs(10));
+    let timeout =
+        spec.timeout.as_deref().and_then(|t| crate::duration::parse(t).ok()).unwrap_or(Duration::from_secs(10));
     let policy = serde_json::to_string(&spec.policy).unwrap_or_default();
     let fingerprint = key_hash(&format!(
         "{url}\n{}\n{}\n{timeout:?}\n{policy}",
@@ -200,18 +212,6 @@ async fn master_key(ctx: &ProxyContext, proxy: &LiteLLMProxy) -> Result<Result<S
     }
 }
 
-fn parse_timeout(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(number)),
-        "s" => Some(Duration::from_secs(number)),
-        "m" => Some(Duration::from_secs(number * 60)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,13 +227,5 @@ mod tests {
         assert!(refused.message.contains("allowInsecureHttp"));
         assert!(checked_url("http://litellm.litellm.svc:4000", true).is_ok());
         assert_eq!(checked_url("not a url", false).err().unwrap().reason, "InvalidUrl");
-    }
-
-    #[test]
-    fn timeouts_parse() {
-        assert_eq!(parse_timeout("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_timeout("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_timeout("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_timeout("1h"), None);
     }
 }

@@ -42,6 +42,10 @@ pub enum Reason {
     DeletionBlocked,
     /// The spec asks for more than the proxy's policy allows; nothing was sent to the proxy.
     PolicyViolation,
+    /// A spec value the operator cannot use (a duration beyond its bound, say); nothing was sent to the proxy.
+    InvalidSpec,
+    /// The operator hit a bug while reconciling the resource; retried with backoff.
+    OperatorError,
     /// The proxy named (or the default one) does not exist or cannot be used.
     ProxyUnavailable,
 }
@@ -59,6 +63,8 @@ impl Reason {
             Reason::SecretConflict => "SecretConflict",
             Reason::DeletionBlocked => "DeletionBlocked",
             Reason::PolicyViolation => "PolicyViolation",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::OperatorError => "OperatorError",
             Reason::ProxyUnavailable => "ProxyUnavailable",
         }
     }
@@ -117,6 +123,9 @@ impl Outcome {
                     (Outcome::Stalled { reason: Reason::LiteLLMRejected, message }, Retry::AtResync)
                 }
             },
+            Error::Panicked(_) => {
+                (Outcome::Progressing { reason: Reason::OperatorError, message }, Retry::Backoff { at_least: None })
+            }
             _ => (Outcome::Progressing { reason: Reason::KubernetesError, message }, Retry::Backoff { at_least: None }),
         }
     }

@@ -133,8 +133,12 @@ pub fn decide(f: &Facts) -> Decision {
     let mut status = f.status.clone();
     status.observed_generation = user.metadata.generation;
 
-    // Nothing is sent to the proxy for a resource that asks for more than the platform allows, and it does not
-    // even claim the user id. A resource that already manages a user keeps it (status.userId), untouched.
+    // Nothing is sent to the proxy for a resource that asks for more than the platform allows, or for what the
+    // operator cannot compute with, and it does not even claim the user id. A resource that already manages a
+    // user keeps it (status.userId), untouched.
+    if let Some(invalid) = user.spec.invalid_field() {
+        return Decision::Act(Box::new(stalled(f, status, Reason::InvalidSpec, invalid.to_string())));
+    }
     let namespace = user.namespace().unwrap_or_default();
     let labels = f.world.namespace_labels.as_ref();
     if let Err(violation) = policy::check(f.policy, f.proxy, &namespace, labels, &user.spec, &user_id) {
@@ -382,14 +386,7 @@ fn keys(
         plan.secret_version = Some(resource_version.clone());
     }
 
-    let grace = user
-        .spec
-        .key
-        .rotation
-        .as_ref()
-        .and_then(|r| r.grace_period.as_deref())
-        .and_then(parse_duration)
-        .unwrap_or(DEFAULT_GRACE_PERIOD);
+    let grace = grace_period(user);
     let mut retiring = previous.retiring_keys.clone();
     let mut revoke_now: Vec<String> = Vec::new();
     let kept = match found {
@@ -407,7 +404,7 @@ fn keys(
             }
             let due_by_schedule = next_rotation(f, issued).is_some_and(|at| at <= f.now);
             if requested.is_some() || due_by_schedule {
-                let revoke_at = f.now + SignedDuration::try_from(grace).unwrap_or(SignedDuration::ZERO);
+                let revoke_at = later(f.now, grace).unwrap_or(f.now);
                 retiring.push(RetiringKey { hash: hash.to_owned(), revoke_at: revoke_at.to_string() });
                 let why = if requested.is_some() { "on request" } else { "on schedule" };
                 notes.push(Note::normal(
@@ -525,38 +522,33 @@ fn alias_change(f: &Facts, proxy_keys: &[KeyRecord], hash: &str) -> Option<(Stri
 /// `key.duration` ends that the old key outlives its grace period.
 fn next_rotation(f: &Facts, issued: Timestamp) -> Option<Timestamp> {
     let key = &f.user.spec.key;
-    let every = key.rotation.as_ref().and_then(|r| r.every.as_deref()).and_then(parse_duration);
-    let grace = key.rotation.as_ref().and_then(|r| r.grace_period.as_deref()).and_then(parse_duration);
-    let before_expiry = key.duration.as_deref().and_then(parse_duration).map(|lifetime| {
-        let margin = grace.unwrap_or(DEFAULT_GRACE_PERIOD) + lifetime / 10;
+    let every = key.rotation.as_ref().and_then(|r| r.every.as_deref()).and_then(spec_duration);
+    let before_expiry = key.duration.as_deref().and_then(spec_duration).map(|lifetime| {
+        let margin = grace_period(f.user).saturating_add(lifetime / 10);
         lifetime.saturating_sub(margin).max(lifetime / 2)
     });
-    [every, before_expiry]
-        .into_iter()
-        .flatten()
-        .min()
-        .and_then(|after| SignedDuration::try_from(after).ok())
-        .map(|after| issued + after)
+    [every, before_expiry].into_iter().flatten().min().and_then(|after| later(issued, after))
+}
+
+/// How long an old key keeps working after a rotation.
+fn grace_period(user: &LiteLLMUser) -> Duration {
+    let grace = user.spec.key.rotation.as_ref().and_then(|r| r.grace_period.as_deref());
+    grace.and_then(spec_duration).unwrap_or(DEFAULT_GRACE_PERIOD)
+}
+
+/// A duration of the spec. [`LiteLLMUserSpec::invalid_field`](crate::crd::LiteLLMUserSpec::invalid_field) has
+/// refused the spec before any decision when one does not parse or is too long; this never sees such a value.
+fn spec_duration(text: &str) -> Option<Duration> {
+    crate::duration::parse_spec(text, true).ok()
+}
+
+/// `after` past `at`, or `None` past the last representable moment (which no valid spec reaches).
+fn later(at: Timestamp, after: Duration) -> Option<Timestamp> {
+    at.checked_add(SignedDuration::try_from(after).ok()?).ok()
 }
 
 fn expired(key: &KeyRecord, now: Timestamp) -> bool {
     key.expires.as_deref().and_then(crate::litellm::parse_time).is_some_and(|at| at <= now)
-}
-
-/// A duration as the spec writes it: a whole number and one of `s`, `m`, `h`, `d`, `w`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(number.checked_mul(seconds)?))
 }
 
 /// The user's budget fields as the proxy reports them.
@@ -608,7 +600,8 @@ fn usage_due(f: &Facts, record: &UserRecord) -> bool {
     }
     let Some(read) = usage.read_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()) else { return true };
     let spread = spread(f.user, f.settings.usage_refresh / 5);
-    let interval = SignedDuration::try_from(f.settings.usage_refresh + spread).unwrap_or(SignedDuration::MAX);
+    let interval =
+        SignedDuration::try_from(f.settings.usage_refresh.saturating_add(spread)).unwrap_or(SignedDuration::MAX);
     f.now.duration_since(read) >= interval
 }
 
@@ -638,7 +631,7 @@ fn next_key_deadline(status: &LiteLLMUserStatus) -> Option<Timestamp> {
 
 /// The first characters of a key hash, enough for a person to tell keys apart.
 pub fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    hash.char_indices().nth(12).map_or(hash, |(end, _)| &hash[..end])
 }
 
 /// When a resource whose spec has not changed since it was last found in sync needs no look at all: within
@@ -706,3 +699,7 @@ fn as_left(user: &LiteLLMUser, status: &LiteLLMUserStatus, secret_version: Optio
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_props.rs"]
+mod props;

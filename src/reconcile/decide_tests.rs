@@ -567,13 +567,34 @@ fn only_a_resync_that_merely_confirms_may_wait_for_the_directory() {
 }
 
 #[test]
-fn durations_parse_like_the_schema_allows() {
-    assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
-    assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-    assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * 86_400)));
-    assert_eq!(parse_duration("2w"), Some(Duration::from_secs(14 * 86_400)));
-    assert_eq!(parse_duration("5"), None);
-    assert_eq!(parse_duration("1mo"), None);
+fn durations_past_what_a_timestamp_holds_are_refused_not_computed() {
+    // The manifests that crashed the operator: each is refused by name, and nothing is sent or claimed.
+    let rotation = |every: &str, grace: Option<&str>| KeySpec {
+        rotation: Some(RotationSpec { every: Some(every.into()), grace_period: grace.map(str::to_owned) }),
+        ..KeySpec::default()
+    };
+    let cases = [
+        ("key.rotation.every", KeySpec { ..rotation("999999999w", None) }),
+        ("key.duration", KeySpec { duration: Some("9999999d".into()), ..KeySpec::default() }),
+        ("key.rotation.gracePeriod", rotation("1d", Some("999999999w"))),
+        ("key.rotation.every", rotation("0s", None)),
+    ];
+    for (field, key_spec) in cases {
+        let user = alice(LiteLLMUserSpec { key: key_spec, ..Default::default() });
+        for status in [LiteLLMUserStatus::default(), synced("h")] {
+            let plan =
+                plan_for(&user, &status, &world(present(marked("team-a/alice"), &["h"]), owned_secret(Some("h"))));
+            assert_eq!(plan.outcome.reason(), Reason::InvalidSpec, "{field}");
+            assert!(plan.outcome.message().starts_with(&format!("spec.{field}: ")), "{}", plan.outcome.message());
+            assert!(!plan.writes() && plan.claim.is_none(), "{field}");
+        }
+    }
+    // The longest allowed rotation still computes a next rotation, ten years on.
+    let user = alice(LiteLLMUserSpec { key: rotation("3650d", Some("3650d")), ..Default::default() });
+    let plan = plan_for(&user, &synced("h"), &world(present(marked("team-a/alice"), &["h"]), owned_secret(Some("h"))));
+    assert!(ready(&plan));
+    let next: Timestamp = plan.status.next_rotation_at.as_deref().and_then(|t| t.parse().ok()).expect("scheduled");
+    assert_eq!(next.duration_since(now()).as_secs() / 86_400, 3649, "issued an hour ago, rotated 3650 days on");
 }
 
 #[test]

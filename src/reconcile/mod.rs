@@ -76,6 +76,8 @@ pub enum Error {
     Finalizer(Box<finalizer::Error<Error>>),
     #[error(transparent)]
     Proxy(#[from] crate::proxies::Unresolved),
+    #[error(transparent)]
+    Panicked(#[from] crate::panics::Panicked),
 }
 
 fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
@@ -257,10 +259,15 @@ pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Acti
     result
 }
 
-/// The controller's entry point: the watch cache keeps resources in a compact form (see [`CachedUser`]).
+/// The controller's entry point: the watch cache keeps resources in a compact form (see [`CachedUser`]). A
+/// panic fails this resource's reconcile only: it is counted, and retried with backoff by [`error_policy`].
 pub async fn reconcile_cached(cached: Arc<CachedUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     let user = cached.parse().map_err(Error::Unreadable)?;
-    reconcile(Arc::new(user), ctx).await
+    let metrics = ctx.metrics.clone();
+    crate::panics::contain(reconcile(Arc::new(user), ctx)).await.unwrap_or_else(|panicked| {
+        metrics.reconcile_panicked("litellmuser");
+        Err(panicked.into())
+    })
 }
 
 /// The controller's error policy, for the cache's form of a resource.

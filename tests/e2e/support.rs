@@ -451,6 +451,11 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// Whether the process is still running (it has not exited, by a crash or otherwise).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

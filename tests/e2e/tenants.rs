@@ -157,3 +157,125 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     assert_eq!(before, after, "the proxy holds exactly what it held before for the other tenant's users");
     assert_eq!(after[0].as_ref().map(|(_, keys)| keys.clone()), Some(vec![key_hash(&vera_key)]));
 }
+
+/// The manifests that once stopped the operator for every tenant (a rotation or key lifetime past the year
+/// 9999). The API server refuses them by name; and when one was stored before the CRD refused it (an older
+/// CRD, here put back for a moment), the operator refuses that resource alone as `InvalidSpec` and goes on
+/// serving its neighbour. Runs alone (`serial_`): it changes the CRD that every test uses.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn serial_tenant_crash_manifests_stop_nothing() {
+    let ns = TestNamespace::new("crash").await;
+    let proxy = Proxy::from_env();
+    let mut operator = Operator::start(&ns.name);
+    let tenant = tenant_client(&ns).await;
+    let users: Api<LiteLLMUser> = Api::namespaced(tenant, &ns.name);
+    let crash = [
+        ("forever", json!({ "key": { "rotation": { "every": "999999999w" } } }), "spec.key.rotation.every"),
+        ("eternal", json!({ "key": { "duration": "9999999d" } }), "spec.key.duration"),
+        (
+            "lingering",
+            json!({ "key": { "rotation": { "gracePeriod": "999999999w" } } }),
+            "spec.key.rotation.gracePeriod",
+        ),
+    ];
+    let create = |name: &str, spec: &Value| {
+        let object = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser",
+            "metadata": { "name": name }, "spec": spec });
+        let users = users.clone();
+        async move { users.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await }
+    };
+    for (name, spec, field) in &crash {
+        let Err(kube::Error::Api(refused)) = create(name, spec).await else { panic!("{name} was admitted") };
+        assert_eq!(refused.code, 422, "{name}");
+        assert!(refused.message.contains(field) && refused.message.contains("3650d"), "{name}: {}", refused.message);
+    }
+
+    // Stored under an older CRD, without the bound.
+    {
+        let _older = OlderCrd::install().await;
+        for (name, spec, _) in &crash {
+            wait_for(&format!("{name} to be admitted by the older CRD"), DEADLINE, || async {
+                create(name, spec).await.ok()
+            })
+            .await;
+        }
+    }
+    wait_for("the CRD to refuse the crash manifests again", DEADLINE, || async {
+        create("late", &crash[0].1).await.is_err().then_some(())
+    })
+    .await;
+
+    ns.apply("neighbour", json!({})).await;
+    ns.wait_condition("neighbour", "Ready", "True").await;
+    for (name, _, field) in &crash {
+        let refused = ns.wait_reason(name, "InvalidSpec").await;
+        let message = refused
+            .status
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone());
+        assert!(message.as_deref().is_some_and(|m| m.starts_with(field)), "{name}: {message:?}");
+        assert!(proxy.user(&ns.user_id(name)).await.is_none(), "{name}: nothing created on the proxy");
+    }
+    assert!(operator.running(), "the operator is still running");
+    let (_, metrics) = operator.http_get("/metrics").await.expect("metrics served");
+    assert!(!metrics.contains("litellm_operator_reconcile_panics_total{"), "no reconcile panicked");
+    assert!(!operator.log_text().contains("panicked"), "no panic logged");
+}
+
+/// The LiteLLMUser CRD without the rules that bound durations, as CRDs were before they had them; the current
+/// CRD is put back when this is dropped (also when the test fails).
+struct OlderCrd {
+    saved: std::path::PathBuf,
+}
+
+impl OlderCrd {
+    const NAME: &str = "litellmusers.litellm-operator.io";
+
+    async fn install() -> Self {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let client = Client::try_default().await.expect("cluster");
+        let crds: Api<CustomResourceDefinition> = Api::all(client);
+        let current = crds.get(Self::NAME).await.expect("the CRD");
+        let mut saved = serde_json::to_value(&current).expect("CRD as JSON");
+        if let Some(metadata) = saved["metadata"].as_object_mut() {
+            metadata.remove("resourceVersion");
+            metadata.remove("managedFields");
+        }
+        let path = std::env::temp_dir().join(format!("litellmuser-crd-{}.json", std::process::id()));
+        std::fs::write(&path, saved.to_string()).expect("save the CRD");
+        let mut older = serde_json::to_value(&current).expect("CRD as JSON");
+        strip_duration_rules(&mut older);
+        crds.replace(Self::NAME, &Default::default(), &serde_json::from_value(older).expect("CRD"))
+            .await
+            .expect("install the older CRD");
+        OlderCrd { saved: path }
+    }
+}
+
+fn strip_duration_rules(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let bound = |rules: &Value| rules.to_string().contains("315360000");
+            if map.get("x-kubernetes-validations").is_some_and(bound) {
+                map.remove("x-kubernetes-validations");
+            }
+            map.values_mut().for_each(strip_duration_rules);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_duration_rules),
+        _ => {}
+    }
+}
+
+impl Drop for OlderCrd {
+    fn drop(&mut self) {
+        let restored = Command::new("kubectl").args(["replace", "-f"]).arg(&self.saved).output();
+        // Not a panic while the test is failing already: that would abort the whole suite.
+        if !restored.is_ok_and(|out| out.status.success()) {
+            eprintln!("could not put the current LiteLLMUser CRD back from {}", self.saved.display());
+        }
+    }
+}
