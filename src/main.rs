@@ -45,6 +45,10 @@ struct Connection {
     /// Timeout of one request to the proxy, for example 10s.
     #[arg(long, env = "LITELLM_TIMEOUT", default_value = "10s", value_parser = duration::parse_flag)]
     litellm_timeout: Duration,
+    /// How long an idle connection to the proxy is kept for the next request; keep it below the proxy's own
+    /// keep-alive timeout (uvicorn's default is 5s), or requests meet connections the proxy is closing.
+    #[arg(long, env = "LITELLM_IDLE_TIMEOUT", default_value = "3s", value_parser = duration::parse_flag)]
+    litellm_idle_timeout: Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -251,6 +255,7 @@ fn client(url: &Url, connection: &Connection) -> Result<LiteLlmClient, MainError
         master_key: master_key(connection)?,
         ca_pem,
         timeout: connection.litellm_timeout,
+        idle_timeout: connection.litellm_idle_timeout,
     };
     Ok(LiteLlmClient::new(config)?)
 }

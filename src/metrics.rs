@@ -41,6 +41,13 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub endpoint: &'static str,
+    /// `recovered` (the second try was answered) or `failed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
@@ -61,6 +68,7 @@ pub struct Metrics {
     failures: Family<ReasonLabels, Counter>,
     litellm_requests: Family<CallLabels, Counter>,
     litellm_seconds: Family<EndpointLabels, Histogram>,
+    litellm_retries: Family<RetryLabels, Counter>,
     kubernetes_requests: Family<KubernetesLabels, Counter>,
     resources: Family<ReasonLabels, Gauge>,
     /// The per-user series, when the operator keeps them (`--user-metrics`).
@@ -96,6 +104,7 @@ impl Metrics {
         let litellm_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         });
+        let litellm_retries = Family::<RetryLabels, Counter>::default();
         let kubernetes_requests = Family::<KubernetesLabels, Counter>::default();
         let resources = Family::<ReasonLabels, Gauge>::default();
         registry.register("reconciles", "Reconciles by result (ok, error)", reconciles.clone());
@@ -117,6 +126,12 @@ impl Metrics {
             litellm_seconds.clone(),
         );
         registry.register(
+            "litellm_retries",
+            "Calls to LiteLLM sent a second time because the first failed before any answer (a connection the proxy \
+             was closing), by endpoint and outcome",
+            litellm_retries.clone(),
+        );
+        registry.register(
             "kubernetes_requests",
             "The operator's requests to the Kubernetes API server, by verb and resource",
             kubernetes_requests.clone(),
@@ -134,6 +149,7 @@ impl Metrics {
             failures,
             litellm_requests,
             litellm_seconds,
+            litellm_retries,
             kubernetes_requests,
             resources,
             users: per_user.then(UserSeries::default),
@@ -161,6 +177,10 @@ impl Metrics {
     pub fn litellm_call(&self, endpoint: &'static str, outcome: String, took: Duration) {
         self.litellm_requests.get_or_create(&CallLabels { endpoint, outcome }).inc();
         self.litellm_seconds.get_or_create(&EndpointLabels { endpoint }).observe(took.as_secs_f64());
+    }
+
+    pub fn litellm_retry(&self, endpoint: &'static str, outcome: &'static str) {
+        self.litellm_retries.get_or_create(&RetryLabels { endpoint, outcome }).inc();
     }
 
     pub fn kubernetes_request(&self, verb: &'static str, resource: String) {

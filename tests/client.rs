@@ -119,6 +119,7 @@ fn client(url: &str, key: &str) -> LiteLlmClient {
         master_key: MasterKey::new(key),
         ca_pem: None,
         timeout: Duration::from_secs(1),
+        idle_timeout: litellm_operator::litellm::DEFAULT_IDLE_TIMEOUT,
     })
     .unwrap()
 }
@@ -191,4 +192,68 @@ async fn a_wrong_master_key_is_unauthorized_and_never_echoed() {
     let err = client(&format!("http://127.0.0.1:{port}"), "sk-wrong").user_info("alice+1@x").await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Unauthorized);
     assert!(!err.to_string().contains("rong"), "{err}");
+}
+
+/// A server that closes each of its first `cut` connections as soon as it has read a request, without answering
+/// (as a proxy closing an idle connection at the moment a request arrives), and answers `{}` on the others.
+/// Returns its URL and how many requests it has read.
+async fn cutting_server(cut: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut read = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.read(&mut buf).await {
+                read.extend_from_slice(&buf[..n]);
+                if n == 0 || whole_request(&read) {
+                    break;
+                }
+            }
+            if count.fetch_add(1, Ordering::SeqCst) < cut {
+                continue; // dropped unanswered
+            }
+            let answer =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (format!("http://{addr}/"), requests)
+}
+
+/// Whether `read` holds a request's head and as much body as its `content-length` says.
+fn whole_request(read: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(read).to_lowercase();
+    let Some(end) = text.find("\r\n\r\n") else { return false };
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    read.len() >= end + 4 + length
+}
+
+#[tokio::test]
+async fn a_request_cut_off_before_any_answer_is_sent_again_only_when_that_cannot_act_twice() {
+    use std::sync::atomic::Ordering;
+    // A read, an update and a key registration are sent again once, and succeed.
+    let (url, requests) = cutting_server(1).await;
+    let reader = client(&url, MASTER_KEY);
+    assert!(reader.user_info("ghost").await.expect("read on the second try").is_none());
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    let (url, requests) = cutting_server(1).await;
+    client(&url, MASTER_KEY).key_register("u", "sk-abc", &json!({})).await.expect("registered on the second try");
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    // Creating a user is not: the first request may have created it, and a second would answer 409 for it.
+    let (url, requests) = cutting_server(1).await;
+    let err = client(&url, MASTER_KEY).user_new(&json!({"user_id": "fresh"})).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once");
+    // Only once: a proxy that keeps cutting is an error, after two requests.
+    let (url, requests) = cutting_server(usize::MAX).await;
+    assert!(client(&url, MASTER_KEY).user_info("ghost").await.is_err());
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
 }

@@ -17,6 +17,7 @@ fn client_for(emulator: &Emulator, key: &str) -> LiteLlmClient {
         master_key: MasterKey::new(key),
         ca_pem: None,
         timeout: Duration::from_millis(500),
+        idle_timeout: litellm_operator::litellm::DEFAULT_IDLE_TIMEOUT,
     })
     .expect("client")
 }
@@ -53,7 +54,10 @@ async fn operator_client_reads_both_generations() {
         assert_eq!((limited.class(), limited.retry_after()), (ErrorClass::Transient, Some(Duration::from_secs(3))));
         emulator.set_fault(Fault::new(FaultKind::Hang));
         assert_eq!(client.user_info("dora").await.expect_err("timeout").class(), ErrorClass::Transient);
+        // One connection reset before the answer: a read is sent again and answered; two in a row are an error.
         emulator.set_fault(Fault::new(FaultKind::Reset));
+        assert!(client.user_info("dora").await.expect("answered on the second try").is_none());
+        emulator.set_fault(Fault::new(FaultKind::Reset).times(2));
         assert_eq!(client.user_info("dora").await.expect_err("reset").class(), ErrorClass::Transient);
 
         let wrong = client_for(&emulator, "sk-wrong");

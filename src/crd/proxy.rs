@@ -44,6 +44,13 @@ pub struct LiteLLMProxySpec {
     #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}(ms|s|m)$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// How long an idle connection to the proxy is kept for the next request, for example `3s`. Default `3s`:
+    /// below the 5s after which the proxy's server (uvicorn) closes an idle connection. Set it below the proxy's
+    /// keep-alive timeout (and below any load balancer's idle timeout on the way), or requests meet connections
+    /// the proxy is closing.
+    #[schemars(length(max = 8), regex(pattern = r"^[0-9]{1,5}(ms|s)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
     /// Serve LiteLLMUsers that name no proxy. At most one proxy should be the default; if several are, the
     /// first by name is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

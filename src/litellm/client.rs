@@ -43,7 +43,14 @@ pub struct ClientConfig {
     /// PEM certificates to trust for an HTTPS proxy URL, besides the system's.
     pub ca_pem: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// How long an idle connection is kept for the next call. Below the proxy's own keep-alive timeout (uvicorn's
+    /// is 5 s), so that no request goes out on a connection the proxy is closing.
+    pub idle_timeout: Duration,
 }
+
+/// The default [`ClientConfig::idle_timeout`]: below uvicorn's default keep-alive of 5 s, with room for the two
+/// clocks' timers.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A client for LiteLLM's admin API, authenticated with the master key.
 #[derive(Clone, Debug)]
@@ -104,7 +111,7 @@ impl LiteLlmClient {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(config.idle_timeout)
             .user_agent(concat!("litellm-operator/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &config.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(ClientBuildError::ParseCa)?;
@@ -364,11 +371,26 @@ impl LiteLlmClient {
             .base_url
             .join(endpoint.trim_start_matches('/'))
             .map_err(|err| ApiError::Transport { endpoint, reason: err.to_string() })?;
-        let mut request = self.http.request(method, url).bearer_auth(&self.master_key.0).query(query);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|err| ApiError::transport(endpoint, &err))?;
+        let request = || {
+            let request = self.http.request(method.clone(), url.clone()).bearer_auth(&self.master_key.0).query(query);
+            match body {
+                Some(body) => request.json(body),
+                None => request,
+            }
+        };
+        // A request that failed before any answer is sent once more, on another connection, when that cannot
+        // act twice: the connection it went out on may have been closing just then.
+        let response = match request().send().await {
+            Ok(response) => response,
+            Err(err) if Replay::of(endpoint, &method).allows(&err) => {
+                let again = request().send().await;
+                if let Some(metrics) = &self.metrics {
+                    metrics.litellm_retry(endpoint, if again.is_ok() { "recovered" } else { "failed" });
+                }
+                again.map_err(|err| ApiError::transport(endpoint, &err))?
+            }
+            Err(err) => return Err(ApiError::transport(endpoint, &err)),
+        };
         let status = response.status();
         self.note_proxy_clock(response.headers().get(header::DATE));
         let retry_after = response
@@ -391,6 +413,58 @@ impl LiteLlmClient {
         };
         Err(ApiError::Status { endpoint, status: status.as_u16(), message, retry_after })
     }
+}
+
+/// Whether a request that failed before the proxy answered may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replay {
+    /// Sending it twice does what sending it once does: reads, updates to given values, deletions, and
+    /// registering a key value the operator chose (a second `/key/generate` of the same value changes nothing).
+    Idempotent,
+    /// Only when it certainly never reached the proxy: a second `/user/new` would answer 409 for the user the
+    /// first one created, a second `/team/member_add` that the user is a member already.
+    IfUnsent,
+}
+
+impl Replay {
+    fn of(endpoint: &str, method: &Method) -> Self {
+        match endpoint {
+            _ if method == Method::GET => Replay::Idempotent,
+            "/user/update" | "/user/delete" | "/key/update" | "/key/delete" | "/key/generate" => Replay::Idempotent,
+            _ => Replay::IfUnsent,
+        }
+    }
+
+    /// A timeout is never replayed: the proxy may still be working on the request, and waiting as long again is
+    /// what backoff is for.
+    fn allows(self, err: &reqwest::Error) -> bool {
+        if err.is_timeout() {
+            return false;
+        }
+        let hyper = source_of::<hyper::Error>(err);
+        let unsent = err.is_connect() || hyper.is_some_and(hyper::Error::is_canceled);
+        let lost = hyper.is_some_and(|h| h.is_incomplete_message() || h.is_closed())
+            || source_of::<std::io::Error>(err).is_some_and(|io| {
+                use std::io::ErrorKind::*;
+                matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+            });
+        match self {
+            Replay::Idempotent => unsent || lost,
+            Replay::IfUnsent => unsent,
+        }
+    }
+}
+
+/// The first error of type `T` in `err`'s chain of sources.
+fn source_of<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
 }
 
 fn parse<T: serde::de::DeserializeOwned>(endpoint: &'static str, body: &str) -> Result<T, ApiError> {

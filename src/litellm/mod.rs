@@ -8,7 +8,7 @@ mod client;
 mod error;
 mod types;
 
-pub use client::{ClientBuildError, ClientConfig, Created, Generation, LiteLlmClient, MasterKey};
+pub use client::{ClientBuildError, ClientConfig, Created, DEFAULT_IDLE_TIMEOUT, Generation, LiteLlmClient, MasterKey};
 pub(crate) use error::redact_keys;
 pub use error::{ApiError, ErrorClass};
 pub use types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord, parse_time};

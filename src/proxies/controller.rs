@@ -145,6 +145,11 @@ async fn handle(proxy: &LiteLLMProxy, ctx: &ProxyContext) -> Result<Result<Arc<P
         master_key: MasterKey::new(master_key),
         ca_pem: spec.ca_bundle.as_ref().map(|pem| pem.as_bytes().to_vec()),
         timeout,
+        idle_timeout: spec
+            .idle_timeout
+            .as_deref()
+            .and_then(|t| crate::duration::parse(t).ok())
+            .unwrap_or(crate::litellm::DEFAULT_IDLE_TIMEOUT),
     };
     let client = match LiteLlmClient::new(config) {
         Ok(client) => client.with_metrics(ctx.metrics.clone()),

@@ -168,6 +168,7 @@ mod tests {
             master_key: MasterKey::new("sk-x"),
             ca_pem: None,
             timeout: Duration::from_secs(1),
+            idle_timeout: crate::litellm::DEFAULT_IDLE_TIMEOUT,
         })
         .unwrap();
         let kube = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();

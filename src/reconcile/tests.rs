@@ -28,6 +28,7 @@ fn context_with(secrets: &[Secret]) -> (Arc<Context>, ApiHandle) {
         master_key: MasterKey::new("sk-test"),
         ca_pem: None,
         timeout: Duration::from_millis(200),
+        idle_timeout: crate::litellm::DEFAULT_IDLE_TIMEOUT,
     })
     .unwrap();
     let index = Arc::new(SecretIndex::default());
