@@ -19,6 +19,7 @@ Stdlib only; the Deployment comes as JSON (kubectl create --dry-run=client -o js
 """
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -248,8 +249,10 @@ def probe_once(spec, port_by_name, host):
             code = response.status
     except urllib.error.HTTPError as err:
         code = err.code
-    except OSError:
-        return False, "no answer"
+    # As the kubelet: no connection, a reset or a malformed answer is a failed probe, with the reason kept for the
+    # message.
+    except (OSError, http.client.HTTPException) as err:
+        return False, f"no answer ({err!r})"
     # The kubelet counts 200-399 as success.
     return 200 <= code < 400, str(code)
 

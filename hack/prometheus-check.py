@@ -12,6 +12,7 @@ as a target label, honor_labels. Stdlib only.
 """
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -33,13 +34,27 @@ def log(message):
     print(f"[prometheus-check] {message}", file=sys.stderr, flush=True)
 
 
+class NotYet:
+    """A check's answer for "not yet" that says what it saw instead, for the timeout message."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def __bool__(self):
+        return False
+
+    def __str__(self):
+        return str(self.seen)
+
+
 def wait_for(what, check, deadline=DEADLINE):
-    """Polls check() until it returns something truthy; fails after the deadline with the last answer."""
+    """Polls check() until it returns something truthy; fails after the deadline with the last answer. A request
+    that fails on the way (no connection, a reset, an answer cut short) is "not yet", as a falsy answer is."""
     end, last = time.monotonic() + deadline, None
     while time.monotonic() < end:
         try:
             last = check()
-        except OSError as err:
+        except (OSError, http.client.HTTPException, json.JSONDecodeError) as err:
             last = err
         else:
             if last and not isinstance(last, Exception):
@@ -107,12 +122,21 @@ def ready_reason(namespace, name):
     out = subprocess.run(["kubectl", "get", "litellmuser", name, "-n", namespace, "-o", "json"],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        return None
+        # An OSError, so that wait_for takes it for "not yet" and reports it.
+        raise OSError(f"kubectl get litellmuser {name}: {out.stderr.strip()}")
     user = json.loads(out.stdout)
     for condition in user.get("status", {}).get("conditions", []):
         if condition["type"] == "Ready" and condition.get("observedGeneration") == user["metadata"]["generation"]:
             return condition["reason"]
     return None
+
+
+def has_reason(namespace, name, wanted):
+    """A check for wait_for: the resource's Ready reason at its generation is `wanted`."""
+    def check():
+        reason = ready_reason(namespace, name)
+        return True if reason == wanted else NotYet(f"Ready reason {reason}")
+    return check
 
 
 def main():
@@ -158,9 +182,14 @@ def check(args, prom, server):
         with urllib.request.urlopen(f"{prom.base}/-/ready", timeout=2) as response:
             return response.status == 200
     wait_for("Prometheus to be ready", ready)
-    log(f"Prometheus {prom.get('/api/v1/status/buildinfo')['version']} on {args.listen}, scraping {args.target}")
-    wait_for("the operator's target to be up", lambda: [
-        t for t in prom.get("/api/v1/targets")["activeTargets"] if t["health"] == "up"])
+    version = wait_for("Prometheus's build info", lambda: prom.get("/api/v1/status/buildinfo"))["version"]
+    log(f"Prometheus {version} on {args.listen}, scraping {args.target}")
+
+    def target_up():
+        targets = prom.get("/api/v1/targets")["activeTargets"]
+        up = [t for t in targets if t["health"] == "up"]
+        return up or NotYet([(t.get("scrapeUrl"), t["health"], t.get("lastError")) for t in targets])
+    wait_for("the operator's target to be up", target_up)
 
     # Users created and updated; one refused by LiteLLM (a team that does not exist), one with no budget.
     ns = args.namespace
@@ -169,18 +198,19 @@ def check(args, prom, server):
     apply_user(ns, "prom-zero", {"maxBudget": 0})
     apply_user(ns, "prom-rejected", {"teams": ["prometheus-check-no-such-team"]})
     for name in ("prom-alice", "prom-bob", "prom-zero"):
-        wait_for(f"{name} to be Ready", lambda name=name: ready_reason(ns, name) == "Synced")
+        wait_for(f"{name} to be Ready", has_reason(ns, name, "Synced"))
     apply_user(ns, "prom-alice", {"maxBudget": 20, "budgetDuration": "30d", "userAlias": "Alice"})
     apply_user(ns, "prom-bob", {"maxBudget": 7.5, "models": ["gpt-4o", "claude"]})
     for name in ("prom-alice", "prom-bob"):
-        wait_for(f"{name}'s update to be Ready", lambda name=name: ready_reason(ns, name) == "Synced")
-    wait_for("prom-rejected to be refused", lambda: ready_reason(ns, "prom-rejected") == "LiteLLMRejected")
+        wait_for(f"{name}'s update to be Ready", has_reason(ns, name, "Synced"))
+    wait_for("prom-rejected to be refused", has_reason(ns, "prom-rejected", "LiteLLMRejected"))
 
     # The per-user series keep the user's namespace (honor_labels, as the ServiceMonitor sets it), and show the
     # updated budget.
-    budget = wait_for("prom-alice's updated budget in Prometheus", lambda: [
-        r for r in prom.query(f'litellm_operator_user_max_budget_usd{{namespace="{ns}", name="prom-alice"}}')
-        if float(r["value"][1]) == 20])
+    def budget_updated():
+        series = prom.query(f'litellm_operator_user_max_budget_usd{{namespace="{ns}", name="prom-alice"}}')
+        return [r for r in series if float(r["value"][1]) == 20] or NotYet(series)
+    budget = wait_for("prom-alice's updated budget in Prometheus", budget_updated)
     log(f"prom-alice's budget as Prometheus has it: {budget[0]['metric']} = {budget[0]['value'][1]}")
 
     for title, expr in dashboard_queries():
@@ -196,7 +226,10 @@ def check(args, prom, server):
         bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
         if bad:
             raise OSError(f"rules failing: {bad}")
-        return len(rules) == expected and all(r.get("lastEvaluation", "").startswith("20") for r in rules)
+        evaluated = sum(r.get("lastEvaluation", "").startswith("20") for r in rules)
+        if len(rules) == expected and evaluated == expected:
+            return True
+        return NotYet(f"{len(rules)} rules loaded, {evaluated} evaluated")
     wait_for(f"all {expected} rules to be loaded and evaluated", rules_ok)
 
     def alerts():
@@ -209,8 +242,8 @@ def check(args, prom, server):
 
     def wanted_active():
         seen[:] = [alerts()]
-        return seen[0] if wanted <= set(seen[0]) else None
-    wait_for(f"alerts {sorted(map(str, wanted))} to be pending or firing (active: {seen})", wanted_active)
+        return seen[0] if wanted <= set(seen[0]) else NotYet(f"active: {seen[0]}")
+    wait_for(f"alerts {sorted(map(str, wanted))} to be pending or firing", wanted_active)
     active = seen[0]
     unexpected = {k: v for k, v in active.items() if k not in wanted}
     if unexpected:

@@ -12,7 +12,9 @@ use kube::{
 use litellm_operator::crd::LiteLLMProxy;
 use serde_json::{Value, json};
 
-use crate::support::{DEADLINE, Operator, Proxy, Relay, TestNamespace, TlsTerminator, env, wait_for};
+use crate::support::{
+    DEADLINE, Operator, Proxy, Relay, TestNamespace, TlsTerminator, describe_conditions, env, wait_until,
+};
 
 /// The two real proxies hack/e2e.sh started: `url=key` pairs, space-separated.
 fn real_proxies() -> Vec<(String, String)> {
@@ -70,10 +72,13 @@ impl TestProxy {
 
     pub async fn wait_ready(&self) -> LiteLLMProxy {
         let api: Api<LiteLLMProxy> = Api::all(self.client.clone());
-        wait_for(&format!("LiteLLMProxy {} to be Ready", self.name), DEADLINE, || async {
-            let proxy = api.get(&self.name).await.ok()?;
-            let ready = proxy.status.as_ref()?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then_some(proxy)
+        wait_until(&format!("LiteLLMProxy {} to be Ready", self.name), DEADLINE, || async {
+            let proxy = api.get(&self.name).await.map_err(|err| err.to_string())?;
+            let conditions = proxy.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or_default();
+            if conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+                return Ok(proxy);
+            }
+            Err(describe_conditions(conditions))
         })
         .await
     }
@@ -137,14 +142,20 @@ async fn proxies_one_operator_serves_both_real_proxies() {
     // A proxyRef change moves the user: gone from the old proxy, there with a working key on the new one.
     let old_key = ns.key("mover-litellm-key").await;
     ns.apply("mover", on(&older)).await;
-    let moved = wait_for("the user to move", DEADLINE, || async {
+    let moved = wait_until("the user to move", DEADLINE, || async {
         let key = ns.key("mover-litellm-key").await;
-        let there = at_older.user(&ns.user_id("mover")).await.is_some();
-        let gone = at_newer.user(&ns.user_id("mover")).await.is_none();
-        (key != old_key && there && gone).then_some(key)
+        let there = at_older.try_user(&ns.user_id("mover")).await?.is_some();
+        let gone = at_newer.try_user(&ns.user_id("mover")).await?.is_none();
+        // Not the keys themselves: they are secret.
+        let new_key = key != old_key;
+        if new_key && there && gone {
+            Ok(key)
+        } else {
+            Err(format!("new key {new_key}, on the new proxy {there}, gone from the old {gone}"))
+        }
     })
     .await;
-    let works = wait_for("the new key to work", DEADLINE, || async { at_older.key_works(&moved).await }).await;
+    let works = at_older.wait_key_works("the new key to work", &moved).await;
     assert_eq!(works, ns.user_id("mover"));
 
     // One proxy down: only its users say so; the other proxy's users go on.
@@ -152,11 +163,7 @@ async fn proxies_one_operator_serves_both_real_proxies() {
     ns.apply("o", json!({ "proxyRef": { "name": older.name }, "maxBudget": 3 })).await;
     ns.wait_reason("o", "LiteLLMUnavailable").await;
     ns.apply("n", json!({ "proxyRef": { "name": newer.name }, "maxBudget": 7 })).await;
-    wait_for("a change to reach the proxy that is up", DEADLINE, || async {
-        let (info, _) = at_newer.user(&ns.user_id("n")).await?;
-        (info["max_budget"].as_f64() == Some(7.0)).then_some(())
-    })
-    .await;
+    at_newer.wait_max_budget("a change to reach the proxy that is up", DEADLINE, &ns.user_id("n"), 7.0).await;
     ns.wait_condition("n", "Ready", "True").await;
     relay.resume().await;
     ns.wait_condition("o", "Ready", "True").await;
@@ -181,19 +188,22 @@ async fn proxies_a_rotated_master_key_takes_effect_without_a_restart() {
     drop(first);
     config.master_key = "sk-second-master-key".into();
     config.port = port;
-    let second = wait_for("the port to be free", DEADLINE, || {
+    let second = wait_until("the port to be free", DEADLINE, || {
         let config = config.clone();
-        async move { Emulator::start(config).await.ok() }
+        async move { Emulator::start(config).await.map_err(|err| err.to_string()) }
     })
     .await;
     proxy.set_master_key("sk-second-master-key").await;
     ns.apply("kai", json!({ "proxyRef": { "name": proxy.name }, "maxBudget": 2 })).await;
     let at_second = Proxy::new(&second.url(), "sk-second-master-key");
-    wait_for("reconciles to go on with the new master key", Duration::from_secs(90), || async {
-        let (info, _) = at_second.user(&ns.user_id("kai")).await?;
-        (info["max_budget"].as_f64() == Some(2.0)).then_some(())
-    })
-    .await;
+    at_second
+        .wait_max_budget(
+            "reconciles to go on with the new master key",
+            Duration::from_secs(90),
+            &ns.user_id("kai"),
+            2.0,
+        )
+        .await;
     ns.wait_condition("kai", "Ready", "True").await;
     proxy.wait_ready().await;
 }
@@ -205,9 +215,11 @@ async fn proxies_plain_http_to_a_remote_address_is_refused() {
     let proxy = TestProxy::create(&ns, "remote", "http://litellm.example.invalid:4000", "sk-x", json!({})).await;
     let _operator = Operator::start(&ns.name);
     let api: Api<LiteLLMProxy> = Api::all(ns.client.clone());
-    let ready = wait_for("the proxy's Ready condition", DEADLINE, || async {
-        let proxy = api.get(&proxy.name).await.ok()?;
-        proxy.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")
+    let ready = wait_until("the proxy's Ready condition", DEADLINE, || async {
+        let proxy = api.get(&proxy.name).await.map_err(|err| err.to_string())?;
+        let conditions = proxy.status.map(|st| st.conditions).unwrap_or_default();
+        let described = describe_conditions(&conditions);
+        conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False").ok_or(described)
     })
     .await;
     assert_eq!(ready.reason, "InsecureUrl");
@@ -234,9 +246,11 @@ async fn proxies_https_with_a_ca_bundle_end_to_end() {
     assert_eq!(Proxy::new(&url, &master_key).key_works(&key).await.as_deref(), Some(ns.user_id("tess").as_str()));
     // Without the CA the proxy's certificate is not trusted, and the proxy says so.
     let api: Api<LiteLLMProxy> = Api::all(ns.client.clone());
-    let refused = wait_for("the untrusted proxy's condition", DEADLINE, || async {
-        let proxy = api.get(&untrusted.name).await.ok()?;
-        proxy.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")
+    let refused = wait_until("the untrusted proxy's condition", DEADLINE, || async {
+        let proxy = api.get(&untrusted.name).await.map_err(|err| err.to_string())?;
+        let conditions = proxy.status.map(|st| st.conditions).unwrap_or_default();
+        let described = describe_conditions(&conditions);
+        conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False").ok_or(described)
     })
     .await;
     assert_eq!(refused.reason, "Unreachable");

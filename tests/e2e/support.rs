@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -42,6 +45,53 @@ where
     }
 }
 
+/// Waits until `check` returns `Ok`, or fails the test with `what` after the deadline and the last `Err` it
+/// returned: what it saw instead, or why it could not look. A probe that fails (the proxy or the API server not
+/// answering this once) is "not yet", not the end of the test; the deadline still bounds the wait.
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}; last seen: {last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An error with its causes: reqwest's own message does not say what went wrong ("connection reset", ...).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Conditions, on one line, for timeout messages.
+pub fn describe_conditions(conditions: &[Condition]) -> String {
+    let seen: Vec<String> = conditions
+        .iter()
+        .map(|c| {
+            format!("{}={} {} (generation {:?}): {}", c.type_, c.status, c.reason, c.observed_generation, c.message)
+        })
+        .collect();
+    if seen.is_empty() { String::from("no conditions") } else { seen.join("; ") }
+}
+
+/// How often a request to the proxy that is safe to repeat is tried before the error counts, and the pause
+/// between tries.
+const PROXY_TRIES: u32 = 5;
+const PROXY_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 /// A raw client for the LiteLLM proxy, to check the proxy's side independently of the operator.
 #[derive(Clone)]
 pub struct Proxy {
@@ -57,39 +107,92 @@ impl Proxy {
 
     pub fn new(url: &str, master_key: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Proxy { url: url.to_owned(), master_key: master_key.to_owned(), http: reqwest::Client::new() }
+        // LiteLLM runs under uvicorn, which closes a connection idle for 5 s: a request sent on a pooled
+        // connection just as the proxy closes it is reset. Idle connections are dropped well before that.
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(1))
+            .build()
+            .expect("an HTTP client for the proxy");
+        Proxy { url: url.to_owned(), master_key: master_key.to_owned(), http }
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call_as(&self.master_key.clone(), method, path, body).await
     }
 
+    pub async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        self.try_call_as(&self.master_key.clone(), method, path, body).await
+    }
+
     pub async fn call_as(&self, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(key);
-        if let Some(body) = body {
-            request = request.json(&body);
+        self.try_call_as(key, method, path, body).await.unwrap_or_else(|err| panic!("LiteLLM proxy reachable: {err}"))
+    }
+
+    /// Status and answer, or why there is none. A request that is safe to repeat is tried again after a
+    /// transport error: a GET, or any request that never reached the proxy (no connection). Any other may have
+    /// acted on the proxy, so its error is returned at once.
+    pub async fn try_call_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let url = format!("{}{path}", self.url);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut request = self.http.request(method.clone(), &url).bearer_auth(key);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let err = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    match response.text().await {
+                        Ok(text) => return Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text)))),
+                        Err(err) => err,
+                    }
+                }
+                Err(err) => err,
+            };
+            let repeatable = method == reqwest::Method::GET || err.is_connect();
+            if !repeatable || tries >= PROXY_TRIES {
+                return Err(format!("{method} {path} ({tries} tries): {}", error_chain(&err)));
+            }
+            tokio::time::sleep(PROXY_RETRY_PAUSE).await;
         }
-        let response = request.send().await.expect("LiteLLM proxy reachable");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// The user row, or `None` when the proxy has no such user (404, or the older proxies' stub).
     pub async fn user(&self, user_id: &str) -> Option<(Value, Vec<String>)> {
+        self.try_user(user_id).await.unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// The same, or why the proxy could not say: no answer, or an answer other than 200 and 404.
+    pub async fn try_user(&self, user_id: &str) -> Result<Option<(Value, Vec<String>)>, String> {
         let (status, body) =
-            self.call(reqwest::Method::GET, &format!("/user/info?user_id={}", urlencode(user_id)), None).await;
+            self.try_call(reqwest::Method::GET, &format!("/user/info?user_id={}", urlencode(user_id)), None).await?;
         if status == 404 {
-            return None;
+            return Ok(None);
         }
-        assert_eq!(status, 200, "user/info {user_id}: {body}");
+        if status != 200 {
+            return Err(format!("user/info {user_id}: {status} {body}"));
+        }
         let info = body.get("user_info").cloned().unwrap_or(Value::Null);
-        info.get("user_id").and_then(Value::as_str)?;
+        if info.get("user_id").and_then(Value::as_str).is_none() {
+            return Ok(None);
+        }
         let keys = body["keys"]
             .as_array()
             .map(|keys| keys.iter().filter_map(|k| k["token"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
-        Some((info, keys))
+        Ok(Some((info, keys)))
     }
 
     pub async fn update(&self, body: Value) {
@@ -108,6 +211,49 @@ impl Proxy {
     pub async fn key_works(&self, key: &str) -> Option<String> {
         let (status, body) = self.call_as(key, reqwest::Method::GET, "/key/info", None).await;
         (status == 200).then(|| body["info"]["user_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The user `key` authenticates as, `None` when the proxy refuses the key, or why the proxy could not say:
+    /// no answer, a failure of its own (5xx) or too many requests (429), which tell neither that the key works
+    /// nor that it does not.
+    pub async fn try_key_works(&self, key: &str) -> Result<Option<String>, String> {
+        let (status, body) = self.try_call_as(key, reqwest::Method::GET, "/key/info", None).await?;
+        if status >= 500 || status == 429 {
+            // Not the body: an error about a key may quote part of it.
+            return Err(format!("/key/info answered {status}"));
+        }
+        Ok((status == 200).then(|| body["info"]["user_id"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    /// Waits for the proxy's user `user_id` to have `max_budget`.
+    pub async fn wait_max_budget(&self, what: &str, deadline: Duration, user_id: &str, max_budget: f64) {
+        wait_until(what, deadline, || async {
+            let (info, _) = self.try_user(user_id).await?.ok_or("no such user")?;
+            match info["max_budget"].as_f64() == Some(max_budget) {
+                true => Ok(()),
+                false => Err(format!("max_budget {}", info["max_budget"])),
+            }
+        })
+        .await
+    }
+
+    /// Waits for `key` to be refused by the proxy (revoked, and out of the proxy's key cache).
+    pub async fn wait_key_refused(&self, what: &str, deadline: Duration, key: &str) {
+        wait_until(what, deadline, || async {
+            match self.try_key_works(key).await? {
+                None => Ok(()),
+                Some(owner) => Err(format!("the key still authenticates as {owner:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Waits for `key` to work, and returns the user it authenticates as.
+    pub async fn wait_key_works(&self, what: &str, key: &str) -> String {
+        wait_until(what, DEADLINE, || async {
+            self.try_key_works(key).await?.ok_or_else(|| String::from("the proxy refuses the key"))
+        })
+        .await
     }
 }
 
@@ -197,29 +343,32 @@ impl TestNamespace {
         let start = Instant::now();
         let mut last_seen = String::from("no resource");
         loop {
-            if let Some(user) = users.get_opt(name).await.ok().flatten() {
-                let generation = user.metadata.generation;
-                let conditions = user.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or_default();
-                let found = conditions.iter().any(|c| {
-                    c.type_ == type_ && c.status == status && (c.observed_generation == generation || type_ != "Ready")
-                });
-                if found {
-                    return user;
+            // Kept apart from what was seen: a failed read says nothing about the conditions.
+            let failed_read = match users.get_opt(name).await {
+                Err(err) => format!("; then a failed read: {err}"),
+                Ok(None) => {
+                    last_seen = String::from("no resource");
+                    String::new()
                 }
-                let seen: Vec<String> = conditions
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{}={} {} (generation {:?}): {}",
-                            c.type_, c.status, c.reason, c.observed_generation, c.message
-                        )
-                    })
-                    .collect();
-                last_seen = format!("generation {generation:?}, {seen:?}");
-            }
+                Ok(Some(user)) => {
+                    let generation = user.metadata.generation;
+                    let conditions = user.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or_default();
+                    let found = conditions.iter().any(|c| {
+                        c.type_ == type_
+                            && c.status == status
+                            && (c.observed_generation == generation || type_ != "Ready")
+                    });
+                    if found {
+                        return user;
+                    }
+                    last_seen = format!("generation {generation:?}, {}", describe_conditions(conditions));
+                    String::new()
+                }
+            };
             assert!(
                 start.elapsed() < deadline,
-                "timed out after {deadline:?} waiting for {name} to have {type_}={status}; last seen: {last_seen}"
+                "timed out after {deadline:?} waiting for {name} to have {type_}={status}; last seen: {last_seen}\
+                 {failed_read}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -227,12 +376,15 @@ impl TestNamespace {
 
     pub async fn wait_reason(&self, name: &str, reason: &str) -> LiteLLMUser {
         let users = self.users();
-        wait_for(&format!("{name} to have Ready reason {reason}"), DEADLINE, || {
+        wait_until(&format!("{name} to have Ready reason {reason}"), DEADLINE, || {
             let users = users.clone();
             async move {
-                let user = users.get_opt(name).await.ok().flatten()?;
-                let ready = user.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
-                (ready.reason == reason).then_some(user)
+                let user = users.get_opt(name).await.map_err(|err| err.to_string())?.ok_or("no resource")?;
+                let conditions = user.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or_default();
+                match conditions.iter().find(|c| c.type_ == "Ready") {
+                    Some(ready) if ready.reason == reason => Ok(user),
+                    _ => Err(describe_conditions(conditions)),
+                }
             }
         })
         .await
@@ -244,9 +396,20 @@ impl TestNamespace {
 
     pub async fn wait_gone_within(&self, name: &str, deadline: Duration) {
         let users = self.users();
-        wait_for(&format!("{name} to be deleted"), deadline, || {
+        wait_until(&format!("{name} to be deleted"), deadline, || {
             let users = users.clone();
-            async move { users.get_opt(name).await.ok().and_then(|u| u.is_none().then_some(())) }
+            async move {
+                match users.get_opt(name).await.map_err(|err| err.to_string())? {
+                    None => Ok(()),
+                    Some(user) => Err(format!(
+                        "still there, finalizers {:?}, {}",
+                        user.metadata.finalizers.unwrap_or_default(),
+                        describe_conditions(
+                            user.status.as_ref().map(|st| st.conditions.as_slice()).unwrap_or_default()
+                        )
+                    )),
+                }
+            }
         })
         .await
     }
@@ -254,12 +417,14 @@ impl TestNamespace {
     /// The key held in a Secret, once the Secret exists.
     pub async fn key(&self, secret: &str) -> String {
         let secrets = self.secrets();
-        wait_for(&format!("Secret {secret}"), DEADLINE, || {
+        // The key itself is never part of what the timeout says.
+        wait_until(&format!("Secret {secret}"), DEADLINE, || {
             let secrets = secrets.clone();
             async move {
-                let s = secrets.get_opt(secret).await.ok().flatten()?;
-                let bytes = s.data?.get("LITELLM_API_KEY")?.0.clone();
-                String::from_utf8(bytes).ok()
+                let s = secrets.get_opt(secret).await.map_err(|err| err.to_string())?.ok_or("no such Secret")?;
+                let bytes =
+                    s.data.and_then(|mut data| data.remove("LITELLM_API_KEY")).ok_or("no LITELLM_API_KEY in it")?;
+                String::from_utf8(bytes.0).map_err(|_| String::from("LITELLM_API_KEY is not UTF-8"))
             }
         })
         .await
@@ -292,21 +457,31 @@ impl TestNamespace {
     /// Waits for an event of `name` with this type and reason (events are published in the background), and
     /// returns all of the resource's events then.
     pub async fn wait_event(&self, name: &str, type_: &str, reason: &str) -> Vec<(String, String, String)> {
-        wait_for(&format!("a {type_} event {reason} on {name}"), DEADLINE, || async {
-            let events = self.events(name).await;
-            events.iter().any(|(t, r, _)| t == type_ && r == reason).then_some(events)
+        wait_until(&format!("a {type_} event {reason} on {name}"), DEADLINE, || async {
+            let events = self.try_events(name).await.map_err(|err| err.to_string())?;
+            if events.iter().any(|(t, r, _)| t == type_ && r == reason) {
+                return Ok(events);
+            }
+            // Types and reasons only: the notes are what the tests search for leaked keys.
+            let seen: Vec<(&str, &str)> = events.iter().map(|(t, r, _)| (t.as_str(), r.as_str())).collect();
+            Err(format!("events {seen:?}"))
         })
         .await
     }
 
     pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        self.try_events(name).await.expect("list events")
+    }
+
+    pub async fn try_events(&self, name: &str) -> Result<Vec<(String, String, String)>, kube::Error> {
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.name);
-        let list = events.list(&Default::default()).await.expect("list events");
-        list.items
+        let list = events.list(&Default::default()).await?;
+        Ok(list
+            .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-            .collect()
+            .collect())
     }
 }
 
@@ -425,9 +600,26 @@ impl Operator {
 
     /// GET on the operator's own HTTP server: status and body.
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.http_port)).await.ok()?;
+        self.try_http_get(path).await.ok()
+    }
+
+    /// The same, or why there is no answer.
+    pub async fn try_http_get(&self, path: &str) -> Result<(u16, String), String> {
+        let failed = |err: reqwest::Error| format!("GET {path}: {}", error_chain(&err));
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.http_port)).await.map_err(failed)?;
         let status = response.status().as_u16();
-        Some((status, response.text().await.unwrap_or_default()))
+        Ok((status, response.text().await.map_err(failed)?))
+    }
+
+    /// Waits for a GET on the operator's HTTP server to answer 200, and returns the body.
+    pub async fn wait_http_ok(&self, what: &str, path: &str) -> String {
+        wait_until(what, DEADLINE, || async {
+            match self.try_http_get(path).await? {
+                (200, body) => Ok(body),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await
     }
 
     /// SIGTERM: a graceful shutdown.
@@ -544,8 +736,8 @@ impl Relay {
     }
 
     pub async fn resume(&mut self) {
-        let listener = wait_for("the relay port to be free again", DEADLINE, || async {
-            TcpListener::bind(("127.0.0.1", self.port)).await.ok()
+        let listener = wait_until("the relay port to be free again", DEADLINE, || async {
+            TcpListener::bind(("127.0.0.1", self.port)).await.map_err(|err| err.to_string())
         })
         .await;
         self.serve(listener);

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     proxies::TestProxy,
-    support::{DEADLINE, Operator, Proxy, TestNamespace, env, wait_for},
+    support::{DEADLINE, Operator, Proxy, TestNamespace, env, wait_for, wait_until},
 };
 
 /// A client acting as a tenant of `ns`: a ServiceAccount allowed LiteLLMUsers and Secrets there, nothing else.
@@ -195,14 +195,25 @@ async fn serial_tenant_crash_manifests_stop_nothing() {
     {
         let _older = OlderCrd::install().await;
         for (name, spec, _) in &crash {
-            wait_for(&format!("{name} to be admitted by the older CRD"), DEADLINE, || async {
-                create(name, spec).await.ok()
+            wait_until(&format!("{name} to be admitted by the older CRD"), DEADLINE, || async {
+                match create(name, spec).await {
+                    Ok(_) => Ok(()),
+                    // An earlier try was admitted, though its answer was lost.
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                    Err(err) => Err(err.to_string()),
+                }
             })
             .await;
         }
     }
-    wait_for("the CRD to refuse the crash manifests again", DEADLINE, || async {
-        create("late", &crash[0].1).await.is_err().then_some(())
+    let (_, late_spec, late_field) = &crash[0];
+    wait_until("the CRD to refuse the crash manifests again", DEADLINE, || async {
+        // Only the API server's refusal counts, not a request that failed on the way.
+        match create("late", late_spec).await {
+            Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains(late_field) => Ok(()),
+            Ok(_) => Err(String::from("admitted")),
+            Err(err) => Err(err.to_string()),
+        }
     })
     .await;
 

@@ -17,14 +17,16 @@ use serde_json::json;
 
 use crate::{
     KEY_CACHE_DEADLINE,
-    support::{DEADLINE, Operator, OperatorOptions, Proxy, Relay, TestNamespace, wait_for},
+    support::{DEADLINE, Operator, OperatorOptions, Proxy, Relay, TestNamespace, wait_for, wait_until},
 };
 use litellm_operator::reconcile::keys::key_hash;
 
-/// Whether the resource's Ready condition is True right now.
-async fn is_ready(ns: &TestNamespace, name: &str) -> bool {
-    let user = ns.users().get_opt(name).await.ok().flatten();
-    user.and_then(|u| u.status).is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// Whether the resource's Ready condition is True right now, or why the API server could not say.
+async fn is_ready(ns: &TestNamespace, name: &str) -> Result<bool, String> {
+    let user = ns.users().get_opt(name).await.map_err(|err| format!("{}/{name}: {err}", ns.name))?;
+    Ok(user
+        .and_then(|u| u.status)
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
 }
 
 /// Writes `value` into the Secret's key, as a tenant with edit rights on Secrets can.
@@ -36,6 +38,11 @@ async fn overwrite_key(ns: &TestNamespace, secret: &str, value: &str) {
 /// The proxy's keys of a user.
 async fn keys_of(proxy: &Proxy, user_id: &str) -> Vec<String> {
     proxy.user(user_id).await.map(|(_, keys)| keys).unwrap_or_default()
+}
+
+/// The same, or why the proxy could not say.
+async fn try_keys_of(proxy: &Proxy, user_id: &str) -> Result<Vec<String>, String> {
+    Ok(proxy.try_user(user_id).await?.map(|(_, keys)| keys).unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -60,12 +67,17 @@ async fn keys_planted_in_a_secret_are_replaced_never_registered() {
             (key != planted && key != before).then_some(key)
         })
         .await;
-        let works = wait_for("the replacement to work", DEADLINE, || async { proxy.key_works(&replaced).await }).await;
+        let works = proxy.wait_key_works("the replacement to work", &replaced).await;
         assert_eq!(works, alice_id, "{what}: alice's Secret holds a key of alice");
         let hash = key_hash(&replaced);
-        wait_for(&format!("{what}: status to name the real key"), DEADLINE, || async {
-            let user = ns.users().get("alice").await.ok()?;
-            (user.status?.key_hash.as_deref() == Some(hash.as_str())).then_some(())
+        wait_until(&format!("{what}: status to name the real key"), DEADLINE, || async {
+            let user = ns.users().get("alice").await.map_err(|err| err.to_string())?;
+            let named = user.status.and_then(|st| st.key_hash);
+            if named.as_deref() == Some(hash.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("status names key hash {named:?}"))
+            }
         })
         .await;
         ns.wait_condition("alice", "Ready", "True").await;
@@ -77,10 +89,7 @@ async fn keys_planted_in_a_secret_are_replaced_never_registered() {
     assert_eq!(keys_of(&proxy, &bob_id).await, vec![key_hash(&bob_key)]);
     // sk-1 exists nowhere on the proxy.
     assert_eq!(proxy.key_works("sk-1").await, None);
-    wait_for("alice's original key to be revoked", KEY_CACHE_DEADLINE, || async {
-        proxy.key_works(&alice_key).await.is_none().then_some(())
-    })
-    .await;
+    proxy.wait_key_refused("alice's original key to be revoked", KEY_CACHE_DEADLINE, &alice_key).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,10 +113,10 @@ async fn a_key_swapped_on_the_proxy_is_noticed_by_the_resync() {
         (current != key).then_some(current)
     })
     .await;
-    wait_for("the replacement to work", DEADLINE, || async { proxy.key_works(&replacement).await }).await;
-    let keys = wait_for("the admin's key to be revoked", DEADLINE, || async {
-        let keys = keys_of(&proxy, &user_id).await;
-        (keys.len() == 1).then_some(keys)
+    proxy.wait_key_works("the replacement to work", &replacement).await;
+    let keys = wait_until("the admin's key to be revoked", DEADLINE, || async {
+        let keys = try_keys_of(&proxy, &user_id).await?;
+        if keys.len() == 1 { Ok(keys) } else { Err(format!("key hashes {keys:?}")) }
     })
     .await;
     assert_eq!(keys, vec![key_hash(&replacement)], "only the Secret's key is registered");
@@ -212,15 +221,17 @@ async fn two_namespaces_racing_for_one_user_id_never_both_win() {
     let spec = json!({ "userId": user_id });
     tokio::join!(a.apply("mine", spec.clone()), b.apply("mine", spec.clone()));
     let both_ready = Arc::new(AtomicBool::new(false));
-    let winner = wait_for("one of the two to win", DEADLINE, || async {
+    let winner = wait_until("one of the two to win", DEADLINE, || async {
         let (in_a, in_b) = tokio::join!(is_ready(&a, "mine"), is_ready(&b, "mine"));
+        // A failed read is not "not Ready": it would name a winner that is not one.
+        let (in_a, in_b) = (in_a?, in_b?);
         if in_a && in_b {
             both_ready.store(true, Ordering::Relaxed);
         }
         match (in_a, in_b) {
-            (true, false) => Some((&a, &b)),
-            (false, true) => Some((&b, &a)),
-            _ => None,
+            (true, false) => Ok((&a, &b)),
+            (false, true) => Ok((&b, &a)),
+            _ => Err(format!("Ready: {} {in_a}, {} {in_b}", a.name, b.name)),
         }
     })
     .await;
@@ -229,7 +240,8 @@ async fn two_namespaces_racing_for_one_user_id_never_both_win() {
     // Watch a little longer for the loser ever becoming Ready too.
     for _ in 0..15 {
         let (in_a, in_b) = tokio::join!(is_ready(&a, "mine"), is_ready(&b, "mine"));
-        assert!(!(in_a && in_b), "both resources Ready for one user id");
+        // A sample that could not be read is skipped: it shows neither.
+        assert!(!(in_a == Ok(true) && in_b == Ok(true)), "both resources Ready for one user id");
         tokio::time::sleep(Duration::from_millis(200)).await; // sampling, not synchronisation
     }
     assert!(!both_ready.load(Ordering::Relaxed), "both resources were Ready at once");
@@ -304,8 +316,10 @@ impl Workload {
                     secrets.get_opt(&secret).await.ok().flatten().and_then(|s| {
                         s.data?.get("LITELLM_API_KEY").map(|b| String::from_utf8_lossy(&b.0).into_owned())
                     });
-                if let Some(key) = key {
-                    let (status, _) = proxy.call_as(&key, Method::GET, "/key/info", None).await;
+                // A call that got no answer is neither accepted nor refused: it is not counted.
+                if let Some(key) = key
+                    && let Ok((status, _)) = proxy.try_call_as(&key, Method::GET, "/key/info", None).await
+                {
                     c.fetch_add(1, Ordering::Relaxed);
                     if status == 401 {
                         r.fetch_add(1, Ordering::Relaxed);
@@ -360,10 +374,8 @@ async fn rotation_on_schedule_and_on_demand_without_a_single_401() {
     operator.kill();
     operator = Operator::start(&ns.name);
     for (what, old) in [("first", &first), ("second", &second)] {
-        wait_for(&format!("the {what} key to be refused after its grace period"), KEY_CACHE_DEADLINE, || async {
-            proxy.key_works(old).await.is_none().then_some(())
-        })
-        .await;
+        let waiting = format!("the {what} key to be refused after its grace period");
+        proxy.wait_key_refused(&waiting, KEY_CACHE_DEADLINE, old).await;
     }
     let (refused, calls) = workload.finish().await;
     assert!(calls > 20, "the workload kept calling ({calls} calls)");
@@ -440,12 +452,14 @@ async fn emulator_held_user_new_calls_cannot_make_two_winners() {
         let user_id = format!("{}-held", a.name);
         let spec = json!({ "userId": user_id });
         tokio::join!(a.apply("mine", spec.clone()), b.apply("mine", spec.clone()));
-        let (won, lost) = wait_for("a winner", DEADLINE, || async {
-            match tokio::join!(is_ready(&a, "mine"), is_ready(&b, "mine")) {
-                (true, false) => Some((&a, &b)),
-                (false, true) => Some((&b, &a)),
+        let (won, lost) = wait_until("a winner", DEADLINE, || async {
+            let (in_a, in_b) = tokio::join!(is_ready(&a, "mine"), is_ready(&b, "mine"));
+            // A failed read is not "not Ready": it would name a winner that is not one.
+            match (in_a?, in_b?) {
+                (true, false) => Ok((&a, &b)),
+                (false, true) => Ok((&b, &a)),
                 (true, true) => panic!("{generation:?}: both resources Ready for one user id"),
-                _ => None,
+                (false, false) => Err(String::from("neither is Ready")),
             }
         })
         .await;
@@ -478,11 +492,7 @@ async fn emulator_failing_list_pages_do_not_fail_resyncs() {
     let before = lists();
     wait_for("a listing to be tried and fail", DEADLINE, || async { (lists() > before).then_some(()) }).await;
     proxy.update(json!({ "user_id": ns.user_id("p3"), "max_budget": 999 })).await;
-    wait_for("the drift to be repaired without /user/list", DEADLINE, || async {
-        let (info, _) = proxy.user(&ns.user_id("p3")).await?;
-        (info["max_budget"].as_f64() == Some(3.0)).then_some(())
-    })
-    .await;
+    proxy.wait_max_budget("the drift to be repaired without /user/list", DEADLINE, &ns.user_id("p3"), 3.0).await;
     for i in 0..6 {
         let user = ns.users().get(&format!("p{i}")).await.unwrap();
         let ready = user.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();

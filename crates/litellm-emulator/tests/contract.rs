@@ -914,7 +914,13 @@ fn outcome(step: &Step, status: u16, answer: Value) -> Value {
 
 async fn run_sequence(target: &Target) -> Vec<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
+    // Idle connections are dropped well before uvicorn closes them (5 s): a step sent on a connection the proxy
+    // is closing at that moment would be reset, and the steps are not all safe to send twice.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(1))
+        .build()
+        .expect("HTTP client");
     let mut run = Run::new();
     let mut outcomes = Vec::new();
     for step in STEPS {
