@@ -4,7 +4,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::crd::{LiteLLMUserSpec, NamespaceLabels, ProxyPolicy, UserIdScope, UserRole};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{
+    crd::{LiteLLMUserSpec, NamespaceLabels, ProxyPolicy, TeamScope, UserIdScope, UserRole},
+    duration,
+    litellm::UserRecord,
+};
 
 /// A rule a resource breaks, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +94,173 @@ pub fn check(
             }
         }
     }
+    if let Some(period) = &spec.budget_duration {
+        budget_period(policy, period).or_else(|message| violation("budgetDuration", message))?;
+    }
+    if let Some(team) = spec.teams.iter().flatten().find(|team| !team_allowed(policy, namespace, team)) {
+        return violation("teams", format!("team {team} is not allowed: {}", team_rule(policy, namespace)));
+    }
+    if let Some(permission) = &spec.object_permission {
+        let asked = [
+            ("vector store", &permission.vector_stores, &policy.object_permissions.vector_stores),
+            ("MCP server", &permission.mcp_servers, &policy.object_permissions.mcp_servers),
+            ("MCP access group", &permission.mcp_access_groups, &policy.object_permissions.mcp_access_groups),
+        ];
+        for (what, asked, allowed) in asked {
+            if let Some(other) = asked.iter().flatten().find(|id| !allowed.contains(id)) {
+                return violation("objectPermissions", format!("{what} {other} is not allowed"));
+            }
+        }
+    }
+    if spec.send_invite_email == Some(true) && !policy.allow_invite_email {
+        return violation("allowInviteEmail", "sendInviteEmail is not allowed".into());
+    }
+    if spec.sso_user_id.is_some() && !policy.allow_sso_user_id {
+        return violation("allowSsoUserId", "ssoUserId is not allowed".into());
+    }
+    if let (Some(domains), Some(email)) = (&policy.user_email_domains, &spec.user_email)
+        && !email_allowed(domains, email)
+    {
+        let domains = if domains.is_empty() { "none".to_owned() } else { domains.join(", ") };
+        return violation("userEmailDomains", format!("userEmail must be in one of these domains: {domains}"));
+    }
+    keys(policy, spec).or_else(|(rule, message)| violation(rule, message))
+}
+
+/// What a LiteLLMUser leaves unset stays on the proxy as it is: a user adopted, or changed on the proxy by
+/// someone else, keeps its role, teams, object permissions and budget period unless the spec names them. Those
+/// values must be within the policy too, or the tenant's key would carry them.
+pub fn check_on_proxy(
+    policy: &ProxyPolicy,
+    proxy: &str,
+    namespace: &str,
+    spec: &LiteLLMUserSpec,
+    record: &UserRecord,
+) -> Result<(), Violation> {
+    let violation =
+        |rule, message: String| Err(Violation { rule, message: format!("{message} (proxy {proxy}, policy.{rule})") });
+    if spec.user_role.is_none()
+        && let Some(role) = record.user_role.as_deref()
+    {
+        let roles = policy.allowed_roles.as_deref().unwrap_or(&DEFAULT_ROLES);
+        if !roles.iter().any(|allowed| allowed.as_str() == role) {
+            let message = format!("the user has role {role} on the proxy, which is not allowed; set spec.userRole");
+            return violation("allowedRoles", message);
+        }
+    }
+    if spec.teams.is_none()
+        && let Some(team) = record.teams.iter().find(|team| !team_allowed(policy, namespace, team))
+    {
+        let message = format!("the user is a member of team {team} on the proxy, which is not allowed; set spec.teams");
+        return violation("teams", message);
+    }
+    if spec.object_permission.is_none() {
+        let allowed = &policy.object_permissions;
+        for (field, allowed) in [
+            ("vector_stores", &allowed.vector_stores),
+            ("mcp_servers", &allowed.mcp_servers),
+            ("mcp_access_groups", &allowed.mcp_access_groups),
+        ] {
+            let granted = record.object_permission.get(field).and_then(Value::as_array).into_iter().flatten();
+            if let Some(other) = granted.filter_map(Value::as_str).find(|id| !allowed.iter().any(|a| a == id)) {
+                let message = format!("the user may use {other} ({field}) on the proxy, which is not allowed");
+                return violation("objectPermissions", message);
+            }
+        }
+    }
+    if spec.budget_duration.is_none()
+        && let Some(period) = record.budget_duration.as_deref()
+        && let Err(message) = budget_period(policy, period)
+    {
+        return violation("budgetDuration", format!("on the proxy, {message}; set spec.budgetDuration"));
+    }
     Ok(())
+}
+
+/// Whether a budget period of `period` keeps `maxBudget` the ceiling the platform meant.
+fn budget_period(policy: &ProxyPolicy, period: &str) -> Result<(), String> {
+    if policy.max_budget.is_none() {
+        return Ok(());
+    }
+    let Some(ceiling_period) = &policy.budget_duration else {
+        return Err(format!(
+            "budgetDuration {period} would reset spend, and the maxBudget ceiling is on all spend; leave it unset"
+        ));
+    };
+    match (duration::parse(period), duration::parse(ceiling_period)) {
+        (Ok(asked), Ok(least)) if asked >= least => Ok(()),
+        _ => Err(format!(
+            "budgetDuration {period} is shorter than {ceiling_period}, the period of the maxBudget ceiling"
+        )),
+    }
+}
+
+/// Whether a LiteLLMUser in `namespace` may join `team`.
+fn team_allowed(policy: &ProxyPolicy, namespace: &str, team: &str) -> bool {
+    policy.teams.scope == TeamScope::Any
+        || policy.teams.allowed.iter().any(|allowed| allowed == team)
+        || team.strip_prefix(namespace).is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
+}
+
+fn team_rule(policy: &ProxyPolicy, namespace: &str) -> String {
+    match policy.teams.allowed.as_slice() {
+        [] => format!("team ids must start with {namespace}."),
+        allowed => format!("team ids must start with {namespace}. or be one of {}", allowed.join(", ")),
+    }
+}
+
+/// Whether `email` is in one of `domains` (`corp.example`, or `*.corp.example` for its subdomains).
+fn email_allowed(domains: &[String], email: &str) -> bool {
+    let Some((_, domain)) = email.rsplit_once('@') else { return false };
+    let domain = domain.to_ascii_lowercase();
+    domains.iter().map(|d| d.to_ascii_lowercase()).any(|allowed| match allowed.strip_prefix("*.") {
+        Some(parent) => domain.strip_suffix(parent).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => domain == allowed,
+    })
+}
+
+/// The bounds on key rotation: how often, and how long an old key keeps working.
+fn keys(policy: &ProxyPolicy, spec: &LiteLLMUserSpec) -> Result<(), (&'static str, String)> {
+    let bounds = &policy.keys;
+    let min = bounds.min_rotation_interval();
+    let parsed = |text: Option<&str>| text.and_then(|t| duration::parse(t).ok().map(|d| (t.to_owned(), d)));
+    let rotation = spec.key.rotation.as_ref();
+    if let Some((every, interval)) = parsed(rotation.and_then(|r| r.every.as_deref()))
+        && interval < min
+    {
+        let message = format!("key.rotation.every {every} is shorter than the least rotation interval, {}", shown(min));
+        return Err(("keys.minRotationInterval", message));
+    }
+    if let Some((text, lifetime)) = parsed(spec.key.duration.as_deref())
+        && lifetime < min.saturating_mul(2)
+    {
+        let message = format!(
+            "key.duration {text} is shorter than twice the least rotation interval, {}: a key is rotated at half its \
+             lifetime at the earliest",
+            shown(min)
+        );
+        return Err(("keys.minRotationInterval", message));
+    }
+    let most = bounds.max_grace_period();
+    if let Some((text, grace)) = parsed(rotation.and_then(|r| r.grace_period.as_deref()))
+        && grace > most
+    {
+        let message = format!("key.rotation.gracePeriod {text} is longer than the longest allowed, {}", shown(most));
+        return Err(("keys.maxGracePeriod", message));
+    }
+    Ok(())
+}
+
+/// A duration as a person reads it: the largest whole unit.
+fn shown(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0 => "0s".to_owned(),
+        _ if secs.is_multiple_of(86_400) => format!("{}d", secs / 86_400),
+        _ if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
+        _ if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        _ => format!("{secs}s"),
+    }
 }
 
 /// Whether a label selector selects these labels (`matchLabels` and `matchExpressions` together).
@@ -183,6 +357,116 @@ mod tests {
         for (spec_json, rule) in cases {
             assert_eq!(verdict(&capped, "team-a", spec_json.clone(), "team-a.a"), Err(rule), "{spec_json}");
         }
+    }
+
+    #[test]
+    fn grants_are_refused_unless_the_policy_names_them() {
+        let default = ProxyPolicy::default();
+        let cases = [
+            ("its own team", serde_json::json!({"teams": ["team-a.dev"]}), Ok(())),
+            ("the platform's team", serde_json::json!({"teams": ["platform"]}), Err("teams")),
+            ("a look-alike team", serde_json::json!({"teams": ["team-ab.dev"]}), Err("teams")),
+            ("the bare prefix", serde_json::json!({"teams": ["team-a."]}), Err("teams")),
+            (
+                "a vector store",
+                serde_json::json!({"objectPermission": {"vectorStores": ["hr"]}}),
+                Err("objectPermissions"),
+            ),
+            (
+                "an MCP server",
+                serde_json::json!({"objectPermission": {"mcpServers": ["github"]}}),
+                Err("objectPermissions"),
+            ),
+            ("no objects", serde_json::json!({"objectPermission": {"vectorStores": []}}), Ok(())),
+            ("an invitation", serde_json::json!({"sendInviteEmail": true}), Err("allowInviteEmail")),
+            ("no invitation", serde_json::json!({"sendInviteEmail": false}), Ok(())),
+            ("an SSO id", serde_json::json!({"ssoUserId": "00u1"}), Err("allowSsoUserId")),
+            ("any e-mail by default", serde_json::json!({"userEmail": "x@anywhere.example"}), Ok(())),
+            (
+                "rotation every second",
+                serde_json::json!({"key": {"rotation": {"every": "1s"}}}),
+                Err("keys.minRotationInterval"),
+            ),
+            ("rotation hourly", serde_json::json!({"key": {"rotation": {"every": "1h"}}}), Ok(())),
+            ("keys of a minute", serde_json::json!({"key": {"duration": "1m"}}), Err("keys.minRotationInterval")),
+            (
+                "a week of grace",
+                serde_json::json!({"key": {"rotation": {"gracePeriod": "7d"}}}),
+                Err("keys.maxGracePeriod"),
+            ),
+            ("budget period without a ceiling", serde_json::json!({"budgetDuration": "1s"}), Ok(())),
+        ];
+        for (what, spec_json, expected) in cases {
+            assert_eq!(verdict(&default, "team-a", spec_json, "team-a.a"), expected, "{what}");
+        }
+        let open = ProxyPolicy {
+            teams: crate::crd::TeamPolicy { scope: TeamScope::NamespacePrefix, allowed: vec!["platform".into()] },
+            object_permissions: crate::crd::ObjectPermissionPolicy {
+                vector_stores: vec!["hr".into()],
+                ..Default::default()
+            },
+            allow_invite_email: true,
+            user_email_domains: Some(vec!["corp.example".into(), "*.team-a.example".into()]),
+            ..ProxyPolicy::default()
+        };
+        let cases = [
+            ("a listed team", serde_json::json!({"teams": ["platform"]}), Ok(())),
+            ("a listed store", serde_json::json!({"objectPermission": {"vectorStores": ["hr"]}}), Ok(())),
+            ("an invitation", serde_json::json!({"sendInviteEmail": true}), Ok(())),
+            ("the domain", serde_json::json!({"userEmail": "a@Corp.Example"}), Ok(())),
+            ("a subdomain", serde_json::json!({"userEmail": "a@x.team-a.example"}), Ok(())),
+            ("the parent of a wildcard", serde_json::json!({"userEmail": "a@team-a.example"}), Err("userEmailDomains")),
+            ("a look-alike", serde_json::json!({"userEmail": "a@evilcorp.example"}), Err("userEmailDomains")),
+            ("another domain", serde_json::json!({"userEmail": "ceo@other.example"}), Err("userEmailDomains")),
+        ];
+        for (what, spec_json, expected) in cases {
+            assert_eq!(verdict(&open, "team-a", spec_json, "team-a.a"), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_budget_ceiling_holds_for_the_period_the_platform_names() {
+        let total = ProxyPolicy { max_budget: Some(10.0), ..ProxyPolicy::default() };
+        let monthly = ProxyPolicy { budget_duration: Some("30d".into()), ..total.clone() };
+        let spec = |period: Option<&str>| match period {
+            Some(period) => serde_json::json!({"maxBudget": 10, "budgetDuration": period}),
+            None => serde_json::json!({"maxBudget": 10}),
+        };
+        assert_eq!(verdict(&total, "team-a", spec(None), "team-a.a"), Ok(()), "a budget that never resets");
+        assert_eq!(verdict(&total, "team-a", spec(Some("30d")), "team-a.a"), Err("budgetDuration"));
+        assert_eq!(verdict(&monthly, "team-a", spec(Some("1s")), "team-a.a"), Err("budgetDuration"));
+        assert_eq!(verdict(&monthly, "team-a", spec(Some("29d")), "team-a.a"), Err("budgetDuration"));
+        assert_eq!(verdict(&monthly, "team-a", spec(Some("1mo")), "team-a.a"), Ok(()));
+        assert_eq!(verdict(&monthly, "team-a", spec(Some("90d")), "team-a.a"), Ok(()));
+        assert_eq!(verdict(&monthly, "team-a", spec(None), "team-a.a"), Ok(()));
+        let record = UserRecord { budget_duration: Some("1s".into()), ..UserRecord::default() };
+        let silent = LiteLLMUserSpec { max_budget: Some(10.0), ..LiteLLMUserSpec::default() };
+        let on_proxy = check_on_proxy(&monthly, "prod", "team-a", &silent, &record).map_err(|v| v.rule);
+        assert_eq!(on_proxy, Err("budgetDuration"), "a short period kept on the proxy counts too");
+    }
+
+    #[test]
+    fn what_the_proxy_keeps_is_checked_where_the_spec_is_silent() {
+        let policy = ProxyPolicy::default();
+        let check = |spec: serde_json::Value, record: UserRecord| {
+            check_on_proxy(&policy, "prod", "team-a", &self::spec(spec), &record).map_err(|v| v.rule)
+        };
+        let role = |role: &str| UserRecord { user_role: Some(role.into()), ..UserRecord::default() };
+        assert_eq!(check(serde_json::json!({}), role("internal_user")), Ok(()));
+        for admin in ["proxy_admin", "org_admin", "team"] {
+            assert_eq!(check(serde_json::json!({}), role(admin)), Err("allowedRoles"), "{admin}");
+        }
+        assert_eq!(
+            check(serde_json::json!({"userRole": "internal_user"}), role("proxy_admin")),
+            Ok(()),
+            "changed by the spec"
+        );
+        let teams = UserRecord { teams: vec!["platform".into()], ..UserRecord::default() };
+        assert_eq!(check(serde_json::json!({}), teams.clone()), Err("teams"));
+        assert_eq!(check(serde_json::json!({"teams": []}), teams), Ok(()), "left by the spec");
+        let mut objects = UserRecord::default();
+        objects.object_permission.insert("mcp_servers".into(), serde_json::json!(["github"]));
+        assert_eq!(check(serde_json::json!({}), objects), Err("objectPermissions"));
     }
 
     #[test]

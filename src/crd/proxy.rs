@@ -118,6 +118,112 @@ pub struct ProxyPolicy {
     /// would mean every model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_models: Option<Vec<String>>,
+    /// The budget period `maxBudget` is a ceiling for, for example `30d` or `1mo`: a LiteLLMUser's
+    /// `budgetDuration` must be at least this long (or unset: a budget that never resets). Without it, a
+    /// `maxBudget` ceiling is a ceiling on all the spend ever, and `budgetDuration` is refused: a budget that
+    /// resets every second would make any ceiling meaningless.
+    #[schemars(length(max = 12), regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w|mo)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_duration: Option<String>,
+    /// Which LiteLLM teams a LiteLLMUser may join (`teams`). Default: only team ids under the namespace's own
+    /// prefix, `<namespace>.`.
+    #[serde(default)]
+    pub teams: TeamPolicy,
+    /// Vector stores, MCP servers and MCP access groups a LiteLLMUser may name in `objectPermission`.
+    /// Default: none.
+    #[serde(default)]
+    pub object_permissions: ObjectPermissionPolicy,
+    /// Whether a LiteLLMUser may ask LiteLLM to send an invitation e-mail (`sendInviteEmail`), which goes out
+    /// as the platform's mail to any address the tenant names. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_invite_email: bool,
+    /// E-mail domains a LiteLLMUser's `userEmail` may be in (`corp.example`, or `*.corp.example` for its
+    /// subdomains). LiteLLM refuses an address another user already has, so an address outside the namespace's
+    /// domains could be taken from its owner. Default: any domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_email_domains: Option<Vec<String>>,
+    /// Whether a LiteLLMUser may set `ssoUserId`, the id that single sign-on maps to the user. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_sso_user_id: bool,
+    /// Bounds on key rotation: how often, how long an old key keeps working, how many keys live at once.
+    #[serde(default)]
+    pub keys: KeyPolicy,
+}
+
+/// Which teams a LiteLLMUser may join.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamPolicy {
+    /// `NamespacePrefix` (the default): team ids starting with `<namespace>.`, and those in `allowed`. `Any`:
+    /// any team id; a team's members may use its models and budget, and see its other members.
+    #[serde(default)]
+    pub scope: TeamScope,
+    /// Team ids any namespace allowed on this proxy may join, besides its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TeamScope {
+    #[default]
+    NamespacePrefix,
+    Any,
+}
+
+/// Objects other than models a LiteLLMUser may be granted.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectPermissionPolicy {
+    /// Vector store ids a LiteLLMUser may name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vector_stores: Vec<String>,
+    /// MCP server ids a LiteLLMUser may name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
+    /// MCP access groups a LiteLLMUser may name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_access_groups: Vec<String>,
+}
+
+/// Bounds on key rotation, against a tenant making the operator mint and revoke keys without end.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyPolicy {
+    /// The shortest `key.rotation.every`, and the least time between two rotations a
+    /// `litellm-operator.io/rotate` annotation asks for (a later request waits until then). `key.duration`
+    /// must be at least twice this, since a key is rotated at half its lifetime at the earliest. Default `1h`.
+    #[schemars(length(max = 12), regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rotation_interval: Option<String>,
+    /// The longest `key.rotation.gracePeriod`. Default `1d`.
+    #[schemars(length(max = 12), regex(pattern = r"^[0-9]{1,9}(s|m|h|d|w)$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_grace_period: Option<String>,
+    /// How many keys of one user may work at once: the current key and those still in their grace period. A
+    /// rotation that would exceed it revokes the oldest old keys early. Default 3.
+    #[schemars(range(min = 1, max = 100))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_live_keys: Option<i32>,
+}
+
+impl KeyPolicy {
+    pub const DEFAULT_MIN_ROTATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+    pub const DEFAULT_MAX_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(86_400);
+    pub const DEFAULT_MAX_LIVE_KEYS: i32 = 3;
+
+    pub fn min_rotation_interval(&self) -> std::time::Duration {
+        let set = self.min_rotation_interval.as_deref().and_then(|d| crate::duration::parse(d).ok());
+        set.unwrap_or(Self::DEFAULT_MIN_ROTATION_INTERVAL)
+    }
+
+    pub fn max_grace_period(&self) -> std::time::Duration {
+        let set = self.max_grace_period.as_deref().and_then(|d| crate::duration::parse(d).ok());
+        set.unwrap_or(Self::DEFAULT_MAX_GRACE_PERIOD)
+    }
+
+    pub fn max_live_keys(&self) -> usize {
+        usize::try_from(self.max_live_keys.unwrap_or(Self::DEFAULT_MAX_LIVE_KEYS)).unwrap_or(1).max(1)
+    }
 }
 
 /// Namespaces allowed to use a proxy.

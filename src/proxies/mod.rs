@@ -18,7 +18,8 @@ use crate::{
     reconcile::{claim::Claims, directory::Directory},
 };
 
-/// The name under which the proxy of the operator's flags is known (`spec.proxyRef.name: default`).
+/// The name under which the proxy of the operator's flags is recorded in `status.proxy` (a spec cannot name it:
+/// see [`Registry::resolve_spec`]).
 pub const FLAGS_PROXY: &str = "default";
 
 /// One proxy, ready for reconciles.
@@ -114,6 +115,17 @@ impl Registry {
         }
     }
 
+    /// The proxy a LiteLLMUser's `spec.proxyRef` names, or the default one. The proxy of the operator's flags is
+    /// no LiteLLMProxy: a spec reaches it only by naming no proxy while no LiteLLMProxy is the default, never by
+    /// its name, so a tenant cannot reach past a stricter LiteLLMProxy the platform offers for the same backend.
+    pub fn resolve_spec(&self, name: Option<&str>) -> Result<Arc<Proxy>, Unresolved> {
+        let is_resource = |name: &str| read(&self.ready).contains_key(name) || read(&self.broken).contains_key(name);
+        match name {
+            Some(FLAGS_PROXY) if !is_resource(FLAGS_PROXY) => Err(Unresolved::NotFound(FLAGS_PROXY.to_owned())),
+            _ => self.resolve(name),
+        }
+    }
+
     /// The current handle of a proxy, if it is ready and was built from `fingerprint`.
     pub fn current(&self, name: &str, fingerprint: &str) -> Option<Arc<Proxy>> {
         read(&self.ready).get(name).filter(|p| p.fingerprint == fingerprint).cloned()
@@ -179,6 +191,10 @@ mod tests {
     async fn resources_find_the_proxy_they_name_or_the_default() {
         let registry = Registry::new(Some(proxy(FLAGS_PROXY)));
         assert_eq!(registry.resolve(None).unwrap().name, FLAGS_PROXY, "the flags' proxy is the implicit default");
+        assert_eq!(registry.resolve_spec(None).unwrap().name, FLAGS_PROXY);
+        let by_name = registry.resolve_spec(Some(FLAGS_PROXY)).map(|p| p.name.clone());
+        assert_eq!(by_name, Err(Unresolved::NotFound(FLAGS_PROXY.into())), "not by name");
+        assert!(registry.resolve(Some(FLAGS_PROXY)).is_ok(), "where status records it, it is found");
         registry.set_ready(proxy("prod"), false);
         registry.set_broken("staging", "master key Secret missing".into(), false);
         assert_eq!(registry.resolve(Some("prod")).unwrap().name, "prod");

@@ -187,6 +187,9 @@ pub fn decide(f: &Facts) -> Decision {
                     return Decision::Act(Box::new(stalled(f, status, reason, message)));
                 }
             }
+            if let Err(violation) = policy::check_on_proxy(f.policy, f.proxy, &namespace, &user.spec, record) {
+                return Decision::Act(Box::new(stalled(f, status, Reason::PolicyViolation, violation.message)));
+            }
             ((**record).clone(), keys.clone(), false, *from_snapshot)
         }
     };
@@ -389,6 +392,8 @@ fn keys(
     let grace = grace_period(user);
     let mut retiring = previous.retiring_keys.clone();
     let mut revoke_now: Vec<String> = Vec::new();
+    // A rotation asked for sooner than the policy's least interval after the key was issued waits until then.
+    let mut request_waits_until = None;
     let kept = match found {
         Found::Keep(hash) | Found::Promote(hash) | Found::TakeBack(hash) => {
             let issued = match found {
@@ -403,10 +408,15 @@ fn keys(
                 ));
             }
             let due_by_schedule = next_rotation(f, issued).is_some_and(|at| at <= f.now);
-            if requested.is_some() || due_by_schedule {
+            let request_allowed_at = requested.and_then(|_| later(issued, f.policy.keys.min_rotation_interval()));
+            let on_request = requested.is_some() && request_allowed_at.is_none_or(|at| at <= f.now);
+            if !on_request && requested.is_some() {
+                request_waits_until = request_allowed_at;
+            }
+            if on_request || due_by_schedule {
                 let revoke_at = later(f.now, grace).unwrap_or(f.now);
                 retiring.push(RetiringKey { hash: hash.to_owned(), revoke_at: revoke_at.to_string() });
-                let why = if requested.is_some() { "on request" } else { "on schedule" };
+                let why = if on_request { "on request" } else { "on schedule" };
                 notes.push(Note::normal(
                     "KeyRotated",
                     format!(
@@ -470,6 +480,16 @@ fn keys(
         }
         if due { revoke_now.push(key.hash) } else { still_retiring.push(key) }
     }
+    // At most `keys.maxLiveKeys` working keys: the oldest old keys go before their grace period ends.
+    let most_retiring = f.policy.keys.max_live_keys().saturating_sub(1);
+    while still_retiring.len() > most_retiring {
+        let oldest = still_retiring
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, key)| key.revoke_at.parse::<Timestamp>().ok())
+            .map_or(0, |(at, _)| at);
+        revoke_now.push(still_retiring.remove(oldest).hash);
+    }
     // Every other key of the user goes: a pending key whose delivery was cut off, the key of a Secret that was
     // deleted or overwritten, and (unless the spec keeps them) strays issued elsewhere. Only this user's keys
     // are ever revoked.
@@ -492,7 +512,8 @@ fn keys(
     status.pending_key_hash = None;
     status.retiring_keys = still_retiring;
     let issued = status.key_issued_at.as_deref().and_then(|t| t.parse().ok()).unwrap_or(f.now);
-    status.next_rotation_at = next_rotation(f, issued).map(|at| at.to_string());
+    let next = [next_rotation(f, issued), request_waits_until].into_iter().flatten().min();
+    status.next_rotation_at = next.map(|at| at.to_string());
     Ok((plan, notes))
 }
 

@@ -85,11 +85,23 @@ fn synced(hash: &str) -> LiteLLMUserStatus {
     }
 }
 
+/// The default policy, but with rotation as often and grace periods as long as the tables need.
+fn test_policy() -> ProxyPolicy {
+    let keys = crate::crd::KeyPolicy {
+        min_rotation_interval: Some("1s".into()),
+        max_grace_period: Some("3650d".into()),
+        max_live_keys: Some(10),
+    };
+    ProxyPolicy { keys, ..ProxyPolicy::default() }
+}
+
 fn plan_for(user: &LiteLLMUser, status: &LiteLLMUserStatus, world: &World) -> Plan {
+    plan_under(&test_policy(), user, status, world)
+}
+
+fn plan_under(policy: &ProxyPolicy, user: &LiteLLMUser, status: &LiteLLMUserStatus, world: &World) -> Plan {
     let settings = Settings::default();
-    let policy = ProxyPolicy::default();
-    let facts =
-        Facts { user, status, world, now: now(), settings: &settings, fresh_key: FRESH, proxy: "p", policy: &policy };
+    let facts = Facts { user, status, world, now: now(), settings: &settings, fresh_key: FRESH, proxy: "p", policy };
     match decide(&facts) {
         Decision::Act(plan) => *plan,
         Decision::LookCloser => panic!("expected a plan, got LookCloser"),
@@ -620,4 +632,64 @@ fn a_brand_new_user_on_a_newer_proxy_is_created_without_looking_first() {
     let mut taken = world(ProxyView::Absent, SecretView::Absent);
     taken.create_conflict = Some("User with id team-a.alice already exists".into());
     assert_eq!(plan_for(&user, &LiteLLMUserStatus::default(), &taken).outcome.reason(), Reason::LiteLLMRejected);
+}
+
+#[test]
+fn rotation_on_request_waits_for_the_least_interval_and_live_keys_are_bounded() {
+    let current = key_hash("sk-current");
+    let annotated = |value: &str| {
+        let mut user = alice(LiteLLMUserSpec::default());
+        user.metadata.annotations = Some(BTreeMap::from([(ROTATE_ANNOTATION.to_owned(), value.to_owned())]));
+        user
+    };
+    let default = ProxyPolicy::default();
+    let proxy = |keys: &[&str]| world(present(marked("team-a/alice"), keys), owned_secret(Some(&current)));
+    // Issued an hour ago: a request is honoured at once under the default 1h interval.
+    let status = synced(&current);
+    let plan = plan_under(&default, &annotated("a"), &status, &proxy(&[&current]));
+    assert!(plan.key.issue.is_some(), "rotated on request");
+    // Issued a minute ago: the request waits, and status says until when.
+    let mut fresh = synced(&current);
+    fresh.key_issued_at = Some(at(-60));
+    let plan = plan_under(&default, &annotated("b"), &fresh, &proxy(&[&current]));
+    assert!(plan.key.issue.is_none() && ready(&plan), "no rotation yet");
+    assert_eq!(plan.status.next_rotation_at, Some(at(3540)), "one hour after issue");
+    assert!(plan.requeue <= Duration::from_secs(3540));
+    // Two old keys still in their grace period and a third rotation: the oldest goes early, three keys live.
+    let (old1, old2) = (key_hash("sk-old1"), key_hash("sk-old2"));
+    let mut busy = synced(&current);
+    busy.retiring_keys = vec![
+        RetiringKey { hash: old2.clone(), revoke_at: at(200) },
+        RetiringKey { hash: old1.clone(), revoke_at: at(100) },
+    ];
+    let plan = plan_under(&default, &annotated("c"), &busy, &proxy(&[&current, &old1, &old2]));
+    assert!(plan.key.issue.is_some());
+    assert_eq!(plan.key.revoke, vec![old1], "the oldest old key goes early");
+    let live: Vec<&str> = plan.status.retiring_keys.iter().map(|k| k.hash.as_str()).collect();
+    assert_eq!(live, vec![old2.as_str(), current.as_str()], "with the fresh key, three keys work");
+}
+
+#[test]
+fn what_the_proxy_keeps_where_the_spec_is_silent_must_be_within_the_policy() {
+    let mut admin = UserRecord { user_role: Some("proxy_admin".into()), ..UserRecord::default() };
+    admin.user_id = Some("team-a.alice".into());
+    let adopting = alice(LiteLLMUserSpec { adopt: true, ..Default::default() });
+    let plan = plan_for(&adopting, &LiteLLMUserStatus::default(), &world(present(admin, &[]), SecretView::Absent));
+    assert_eq!(plan.outcome.reason(), Reason::PolicyViolation, "{:?}", plan.outcome);
+    assert!(plan.outcome.message().contains("proxy_admin") && !plan.writes(), "no key for an admin");
+    let in_their_team = UserRecord { teams: vec!["platform-billing".into()], ..marked("team-a/alice") };
+    let plan = plan_for(
+        &alice(LiteLLMUserSpec::default()),
+        &synced("h"),
+        &world(present(in_their_team, &["h"]), owned_secret(Some("h"))),
+    );
+    assert_eq!(plan.outcome.reason(), Reason::PolicyViolation);
+    assert!(plan.outcome.message().contains("platform-billing") && plan.outcome.message().contains("policy.teams"));
+    let leaving = alice(LiteLLMUserSpec { teams: Some(vec![]), ..Default::default() });
+    let in_their_team = UserRecord { teams: vec!["platform-billing".into()], ..marked("team-a/alice") };
+    let plan = plan_for(&leaving, &synced("h"), &world(present(in_their_team, &["h"]), owned_secret(Some("h"))));
+    assert!(
+        ready(&plan) && plan.changes.leave_teams == vec!["platform-billing".to_owned()],
+        "a spec that leaves is fine"
+    );
 }

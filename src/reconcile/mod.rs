@@ -326,7 +326,7 @@ async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Actio
 
     let fresh = FreshKey::generate().map_err(Error::Random)?;
     let mut written = previous.clone();
-    let proxy = match ctx.proxies.resolve(user.spec.proxy_ref.as_ref().map(|p| p.name.as_str())) {
+    let proxy = match ctx.proxies.resolve_spec(user.spec.proxy_ref.as_ref().map(|p| p.name.as_str())) {
         Ok(proxy) => proxy,
         Err(unresolved) => {
             // Back soon: the proxy may be being created, or its Secret fixed.

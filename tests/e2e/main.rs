@@ -72,7 +72,8 @@ async fn spec_changes_reach_the_proxy() {
     let ns = TestNamespace::new("update").await;
     let _operator = Operator::start(&ns.name);
     let proxy = Proxy::from_env();
-    let (team_a, team_b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    // Teams under the namespace's own prefix, which the default policy lets it join.
+    let (team_a, team_b) = (format!("{}.a", ns.name), format!("{}.b", ns.name));
     proxy.create_team(&team_a).await;
     proxy.create_team(&team_b).await;
     ns.apply("bob", json!({ "userAlias": "Bob", "maxBudget": 5, "teams": [team_a], "tpmLimit": 100 })).await;
@@ -367,7 +368,7 @@ async fn rejected_specs_become_stalled_conditions_and_warnings() {
     let ns = TestNamespace::new("reject").await;
     let _operator = Operator::start(&ns.name);
     // A team that does not exist: LiteLLM refuses the membership with a 4xx.
-    ns.apply("mia", json!({ "teams": [format!("{}-no-such-team", ns.name)] })).await;
+    ns.apply("mia", json!({ "teams": [format!("{}.no-such-team", ns.name)] })).await;
     let mia = ns.wait_reason("mia", "LiteLLMRejected").await;
     let conditions = mia.status.unwrap().conditions;
     assert!(conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"));

@@ -134,7 +134,11 @@ async fn migrate_export_and_apply_adopts_without_touching_users_or_keys() {
     assert_eq!(carol.spec.metadata.as_ref().map(|m| m["cost-center"].clone()), Some(json!("4711")));
 
     // Apply it, with the policy the header asks for.
-    let policy = format!("userIds:\n  scope: Any\n  adoptionNamespaces: [{}]\n", ns.name);
+    // Carol's team is not under the namespace's prefix and Dave has an SSO id: the platform allows both here.
+    let policy = format!(
+        "userIds:\n  scope: Any\n  adoptionNamespaces: [{}]\nteams:\n  allowed: [{team}]\nallowSsoUserId: true\n",
+        ns.name
+    );
     let operator = Operator::start_with(&ns.name, OperatorOptions::from_env().with_policy(&policy));
     let mut apply = Command::new("kubectl")
         .args(["apply", "-f", "-"])

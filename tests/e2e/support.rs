@@ -677,6 +677,11 @@ fn container_command(
     assert!(flags.contains("--read-only"), "E2E_OPERATOR_PODMAN_FLAGS lacks the chart's settings: {flags:?}");
     command.args(flags.lines().map(str::trim).filter(|f| !f.is_empty()));
     command.args(["-v", &format!("{kubeconfig}:{CONTAINER_KUBECONFIG}:ro")]);
+    // A policy file is read at the same path inside the container.
+    let files = options.extra_args.windows(2).filter(|pair| pair[0] == "--policy-file").map(|pair| &pair[1]);
+    for file in files {
+        command.args(["-v", &format!("{file}:{file}:ro")]);
+    }
     let names = ["KUBECONFIG", "LITELLM_URL", "LITELLM_MASTER_KEY", "RUST_LOG", "CLAIM_NAMESPACE"].into_iter();
     for var in names.chain(options.env.iter().map(|(k, _)| k.as_str())) {
         command.args(["--env", var]);

@@ -67,6 +67,22 @@ async fn tenant_client(ns: &TestNamespace) -> Client {
     Client::try_from(config).expect("tenant client")
 }
 
+/// A team's members on the proxy, as a sorted list of user ids in the state's shape (no keys).
+async fn team_members(proxy: &Proxy, team_id: &str) -> Option<(Value, Vec<String>)> {
+    let path = format!("/team/info?team_id={}", crate::support::urlencode(team_id));
+    let (status, body) = proxy.call(reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 200, "team/info {team_id}: {body}");
+    let info = &body["team_info"];
+    let mut members: Vec<String> = info["members_with_roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["user_id"].as_str().map(str::to_owned))
+        .collect();
+    members.sort();
+    Some((json!({ "models": info["models"], "max_budget": info["max_budget"] }), members))
+}
+
 /// A user's record and keys on the proxy, to compare before and after.
 async fn proxy_state(proxy: &Proxy, user_id: &str) -> Option<(Value, Vec<String>)> {
     proxy.user(user_id).await.map(|(mut info, mut keys)| {
@@ -85,8 +101,9 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     let (victim_ns, ns) = (TestNamespace::new("victim").await, TestNamespace::new("hostile").await);
     let proxy = Proxy::from_env();
     let (url, master_key) = (env("LITELLM_URL"), env("LITELLM_MASTER_KEY"));
-    let capped =
-        TestProxy::create(&ns, "capped", &url, &master_key, json!({ "maxBudget": 10, "allowedModels": ["m1"] })).await;
+    let capped_policy =
+        json!({ "maxBudget": 10, "allowedModels": ["m1"], "userEmailDomains": [format!("{}.example", ns.name)] });
+    let capped = TestProxy::create(&ns, "capped", &url, &master_key, capped_policy).await;
     let closed =
         TestProxy::create(&ns, "closed", &url, &master_key, json!({ "namespaces": { "names": ["nobody"] } })).await;
     let _victims = Operator::start(&victim_ns.name);
@@ -108,7 +125,33 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let before = [proxy_state(&proxy, &vera_id).await, proxy_state(&proxy, &legacy).await];
+    // The platform's team, which lets its members mint keys for a pricey model and spend its budget.
+    let platform_team = format!("{}.platform", victim_ns.name);
+    proxy.create_team(&platform_team).await;
+    let (status, body) = proxy
+        .call(
+            reqwest::Method::POST,
+            "/team/member_add",
+            Some(json!({ "team_id": platform_team, "member": { "role": "user", "user_id": vera_id } })),
+        )
+        .await;
+    assert!(status == 200 || status == 400, "{body}");
+    // A proxy admin under the tenant's own prefix, made by hand on the proxy.
+    let boss = ns.user_id("boss");
+    let (status, body) = proxy
+        .call(
+            reqwest::Method::POST,
+            "/user/new",
+            Some(json!({ "user_id": boss, "user_role": "proxy_admin", "auto_create_key": false })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let before = [
+        proxy_state(&proxy, &vera_id).await,
+        proxy_state(&proxy, &legacy).await,
+        proxy_state(&proxy, &boss).await,
+        team_members(&proxy, &platform_team).await,
+    ];
 
     let tenant = tenant_client(&ns).await;
     let users: Api<LiteLLMUser> = Api::namespaced(tenant.clone(), &ns.name);
@@ -120,6 +163,22 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
         ("greedy", json!({ "proxyRef": { "name": capped.name }, "maxBudget": 5, "models": ["m2"] })),
         ("unlimited", json!({ "proxyRef": { "name": capped.name }, "models": ["m1"] })),
         ("gatecrasher", json!({ "proxyRef": { "name": closed.name } })),
+        ("teamster", json!({ "teams": [platform_team] })),
+        (
+            "cycler",
+            json!({ "proxyRef": { "name": capped.name }, "maxBudget": 5, "models": ["m1"], "budgetDuration": "1s" }),
+        ),
+        (
+            "squatter",
+            json!({ "proxyRef": { "name": capped.name }, "maxBudget": 5, "models": ["m1"], "userEmail": "ceo@corp.example" }),
+        ),
+        ("librarian", json!({ "objectPermission": { "vectorStores": ["hr-records"], "mcpServers": ["github"] } })),
+        ("mailer", json!({ "sendInviteEmail": true, "userEmail": "someone@corp.example" })),
+        ("impostor", json!({ "ssoUserId": "00u-the-ceo" })),
+        ("rotator", json!({ "key": { "rotation": { "every": "1s" } } })),
+        ("short-lived", json!({ "key": { "duration": "1m" } })),
+        ("lingerer", json!({ "key": { "rotation": { "gracePeriod": "7d" } } })),
+        ("boss", json!({ "adopt": true })),
     ];
     for (name, spec) in &attempts {
         let object = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "metadata": { "name": name }, "spec": spec });
@@ -131,8 +190,15 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
                 assert!(message.contains("policy."), "{name}: {message}");
             }
         }
-        assert!(proxy.user(&ns.user_id(name)).await.is_none(), "{name}: nothing created on the proxy");
+        if *name != "boss" {
+            assert!(proxy.user(&ns.user_id(name)).await.is_none(), "{name}: nothing created on the proxy");
+        }
     }
+    assert!(ns.secrets().get_opt("boss-litellm-key").await.expect("read").is_none(), "no key for an admin");
+    // The operator's own proxy is not reachable by name past the LiteLLMProxies the platform offers.
+    ns.apply("by-name", json!({ "proxyRef": { "name": "default" } })).await;
+    ns.wait_reason("by-name", "ProxyUnavailable").await;
+    assert!(proxy.user(&ns.user_id("by-name")).await.is_none(), "by-name: nothing created on the proxy");
 
     // The tenant's own user is fine; planting the neighbour's key in its Secret gets it nothing.
     let own: LiteLLMUser = serde_json::from_value(json!({
@@ -153,9 +219,15 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     })
     .await;
     assert_eq!(proxy.key_works(&vera_key).await.as_deref(), Some(vera_id.as_str()), "vera's key is still vera's");
-    let after = [proxy_state(&proxy, &vera_id).await, proxy_state(&proxy, &legacy).await];
-    assert_eq!(before, after, "the proxy holds exactly what it held before for the other tenant's users");
+    let after = [
+        proxy_state(&proxy, &vera_id).await,
+        proxy_state(&proxy, &legacy).await,
+        proxy_state(&proxy, &boss).await,
+        team_members(&proxy, &platform_team).await,
+    ];
+    assert_eq!(before, after, "the proxy holds exactly what it held before for the other tenant's users and team");
     assert_eq!(after[0].as_ref().map(|(_, keys)| keys.clone()), Some(vec![key_hash(&vera_key)]));
+    assert_eq!(after[2].as_ref().map(|(_, keys)| keys.len()), Some(0), "the admin got no key");
 }
 
 /// The manifests that once stopped the operator for every tenant (a rotation or key lifetime past the year
@@ -229,8 +301,15 @@ async fn serial_tenant_crash_manifests_stop_nothing() {
             .find(|c| c.type_ == "Ready")
             .map(|c| c.message.clone());
         assert!(message.as_deref().is_some_and(|m| m.starts_with(field)), "{name}: {message:?}");
-        assert!(proxy.user(&ns.user_id(name)).await.is_none(), "{name}: nothing created on the proxy");
+        if *name != "boss" {
+            assert!(proxy.user(&ns.user_id(name)).await.is_none(), "{name}: nothing created on the proxy");
+        }
     }
+    assert!(ns.secrets().get_opt("boss-litellm-key").await.expect("read").is_none(), "no key for an admin");
+    // The operator's own proxy is not reachable by name past the LiteLLMProxies the platform offers.
+    ns.apply("by-name", json!({ "proxyRef": { "name": "default" } })).await;
+    ns.wait_reason("by-name", "ProxyUnavailable").await;
+    assert!(proxy.user(&ns.user_id("by-name")).await.is_none(), "by-name: nothing created on the proxy");
     assert!(operator.running(), "the operator is still running");
     let (_, metrics) = operator.http_get("/metrics").await.expect("metrics served");
     assert!(!metrics.contains("litellm_operator_reconcile_panics_total{"), "no reconcile panicked");

@@ -157,7 +157,7 @@ async fn a_refused_spec_change_reads_failed_at_the_new_generation() {
     ns.apply("eve", json!({ "maxBudget": 1 })).await;
     ns.wait_condition("eve", "Ready", "True").await;
     assert_eq!(ns.kstatus("eve"), "Current");
-    let changed = ns.apply("eve", json!({ "maxBudget": 1, "teams": [format!("{}-no-such-team", ns.name)] })).await;
+    let changed = ns.apply("eve", json!({ "maxBudget": 1, "teams": [format!("{}.no-such-team", ns.name)] })).await;
     let eve = ns.wait_reason("eve", "LiteLLMRejected").await;
     assert_eq!(eve.status.unwrap().observed_generation, changed.metadata.generation, "the refused generation");
     assert_eq!(ns.kstatus("eve"), "Failed", "kstatus (and Flux wait) see the failure, not InProgress");
@@ -342,7 +342,9 @@ impl Workload {
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn rotation_on_schedule_and_on_demand_without_a_single_401() {
     let ns = TestNamespace::new("rotation").await;
-    let mut operator = Operator::start(&ns.name);
+    // Rotation every 20 s, and on demand right after: far more often than the default policy allows (1h).
+    let options = OperatorOptions::from_env().with_policy("keys:\n  minRotationInterval: 5s\n");
+    let mut operator = Operator::start_with(&ns.name, options.clone());
     let proxy = Proxy::from_env();
     let spec = json!({ "key": { "rotation": { "every": "20s", "gracePeriod": "6s" } } });
     ns.apply("ida", spec.clone()).await;
@@ -372,7 +374,7 @@ async fn rotation_on_schedule_and_on_demand_without_a_single_401() {
     let retiring = ns.users().get("ida").await.unwrap().status.unwrap().retiring_keys;
     assert!(retiring.iter().any(|k| k.hash == key_hash(&second)), "the old key is recorded: {retiring:?}");
     operator.kill();
-    operator = Operator::start(&ns.name);
+    operator = Operator::start_with(&ns.name, options);
     for (what, old) in [("first", &first), ("second", &second)] {
         let waiting = format!("the {what} key to be refused after its grace period");
         proxy.wait_key_refused(&waiting, KEY_CACHE_DEADLINE, old).await;
