@@ -13,6 +13,36 @@ use super::{DURATION_AT_MOST_TEN_YEARS, DURATION_TOO_LONG, bounded_name, conditi
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// CEL: every key of a map (model names, aliases) is at most 256 characters. Structural schemas cannot bound keys
+/// (no `propertyNames`), so a rule does.
+const KEYS_AT_MOST_256: &str = "self.all(k, size(k) <= 256)";
+const MODEL_NAME_TOO_LONG: &str = "model names (keys) must be at most 256 characters";
+
+/// CEL, on the spec: every key of `metadata` is at most 253 characters. CEL cannot see the keys of a free-form
+/// object from a rule on the object itself (it has no CEL type), but it can through the spec as `dyn`, because
+/// `metadata` declares a schema for its values (see [`bounded_metadata`]).
+const METADATA_KEYS_AT_MOST_253: &str = "!('metadata' in dyn(self)) || dyn(self).metadata.all(k, size(k) <= 253)";
+const METADATA_KEY_TOO_LONG: &str = "metadata keys must be at most 253 characters";
+
+/// `spec.metadata`: free-form, with at most 64 keys, and each value a string of at most 4096 characters or a list
+/// or object of at most 100 entries. What is nested deeper is bounded only by the API server's limit on an
+/// object's size: neither a schema nor CEL can reach into free-form values.
+fn bounded_metadata(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = free_form_object(generator);
+    schema.insert("maxProperties".into(), 64.into());
+    schema.insert(
+        "additionalProperties".into(),
+        serde_json::json!({
+            "x-kubernetes-preserve-unknown-fields": true,
+            "nullable": true,
+            "maxLength": 4096,
+            "maxItems": 100,
+            "maxProperties": 100
+        }),
+    );
+    schema
+}
+
 /// A user of a LiteLLM proxy, kept in sync with the proxy's internal user table by litellm-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -34,6 +64,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.userId) == has(oldSelf.userId)").message("userId cannot be added or removed after creation; create a new LiteLLMUser instead").reason(kube::core::Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(METADATA_KEYS_AT_MOST_253).message(METADATA_KEY_TOO_LONG).field_path(".metadata"))]
 #[serde(rename_all = "camelCase")]
 pub struct LiteLLMUserSpec {
     /// The LiteLLM user id. Immutable. When omitted, the operator uses `<namespace>.<name>` and records it in
@@ -43,7 +74,8 @@ pub struct LiteLLMUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
 
-    /// A human-readable name shown in the LiteLLM admin UI.
+    /// A human-readable name shown in the LiteLLM admin UI. At most 256 characters.
+    #[schemars(length(max = 256))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_alias: Option<String>,
 
@@ -58,8 +90,9 @@ pub struct LiteLLMUserSpec {
     pub user_role: Option<UserRole>,
 
     /// Ids of LiteLLM teams the user is a member of. The teams must already exist on the proxy. When omitted,
-    /// team membership is left as it is; an empty list removes the user from every team.
-    #[schemars(length(max = 100))]
+    /// team membership is left as it is; an empty list removes the user from every team. At most 100 teams, each
+    /// id at most 253 characters.
+    #[schemars(length(max = 100), inner(length(max = 253)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teams: Option<Vec<String>>,
 
@@ -83,8 +116,8 @@ pub struct LiteLLMUserSpec {
     pub budget_duration: Option<String>,
 
     /// Names of the models the user may call. An empty list means every model; `["no-default-models"]` means
-    /// only models granted through teams.
-    #[schemars(length(max = 1000))]
+    /// only models granted through teams. At most 1000 models, each name at most 256 characters.
+    #[schemars(length(max = 1000), inner(length(max = 256)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
 
@@ -103,36 +136,47 @@ pub struct LiteLLMUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel_requests: Option<i64>,
 
-    /// Budgets per model, keyed by model name (at most 100 models).
+    /// Budgets per model, keyed by model name: at most 100 models, each name at most 256 characters.
     #[schemars(extend("maxProperties" = 100))]
+    #[x_kube(validation = Rule::new(KEYS_AT_MOST_256).message(MODEL_NAME_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_max_budget: Option<BTreeMap<String, ModelBudget>>,
 
-    /// Requests per minute per model, keyed by model name.
+    /// Requests per minute per model, keyed by model name: at most 100 models, each name at most 256 characters.
+    #[schemars(extend("maxProperties" = 100))]
+    #[x_kube(validation = Rule::new(KEYS_AT_MOST_256).message(MODEL_NAME_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_rpm_limit: Option<BTreeMap<String, NonNegativeInt>>,
 
-    /// Tokens per minute per model, keyed by model name.
+    /// Tokens per minute per model, keyed by model name: at most 100 models, each name at most 256 characters.
+    #[schemars(extend("maxProperties" = 100))]
+    #[x_kube(validation = Rule::new(KEYS_AT_MOST_256).message(MODEL_NAME_TOO_LONG))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_tpm_limit: Option<BTreeMap<String, NonNegativeInt>>,
 
     /// Model aliases for the user's API key: requests for the key (alias) are served by the value (model).
-    /// Applied to the key the operator creates.
+    /// Applied to the key the operator creates. At most 100 aliases; aliases and model names at most 256 characters
+    /// each.
+    #[schemars(extend("maxProperties" = 100, "additionalProperties" = { "type": "string", "maxLength": 256 }))]
+    #[x_kube(validation = Rule::new(KEYS_AT_MOST_256).message("aliases (keys) must be at most 256 characters"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aliases: Option<BTreeMap<String, String>>,
 
     /// Free-form metadata stored on the LiteLLM user. The operator adds one key of its own,
-    /// `litellm-operator`, to mark users it manages.
-    #[schemars(schema_with = "free_form_object")]
+    /// `litellm-operator`, to mark users it manages. At most 64 keys, each at most 253 characters; each value a
+    /// string of at most 4096 characters, a number, a boolean, or a list or object of at most 100 entries.
+    #[schemars(schema_with = "bounded_metadata")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, serde_json::Value>>,
 
-    /// Cache-control values the user may send, for example `no-cache` or `no-store`.
+    /// Cache-control values the user may send, for example `no-cache` or `no-store`. At most 32 values, each at
+    /// most 64 characters.
+    #[schemars(length(max = 32), inner(length(max = 64)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_cache_controls: Option<Vec<String>>,
 
-    /// The user's id in the single sign-on provider. LiteLLM requires it to be unique.
-    #[schemars(length(min = 1))]
+    /// The user's id in the single sign-on provider. LiteLLM requires it to be unique. At most 256 characters.
+    #[schemars(length(min = 1, max = 256))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso_user_id: Option<String>,
 
@@ -219,13 +263,16 @@ pub struct NonNegativeInt(#[schemars(range(min = 0))] pub i64);
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectPermission {
-    /// Ids of vector stores the user may use.
+    /// Ids of vector stores the user may use. At most 100, each at most 253 characters.
+    #[schemars(length(max = 100), inner(length(max = 253)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector_stores: Option<Vec<String>>,
-    /// Ids of MCP servers the user may use.
+    /// Ids of MCP servers the user may use. At most 100, each at most 253 characters.
+    #[schemars(length(max = 100), inner(length(max = 253)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_servers: Option<Vec<String>>,
-    /// MCP access groups the user belongs to.
+    /// MCP access groups the user belongs to. At most 100, each at most 253 characters.
+    #[schemars(length(max = 100), inner(length(max = 253)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_access_groups: Option<Vec<String>>,
 }
@@ -519,6 +566,37 @@ mod tests {
         let other = LiteLLMUser::new(&format!("{}b", "a".repeat(252)), LiteLLMUserSpec::default());
         assert_ne!(other.key_secret_name(), secret, "a cut name stays unique");
         assert_eq!(LiteLLMUser::new("short", LiteLLMUserSpec::default()).label_value(), "short");
+    }
+
+    /// Tenants write the spec and the operator caches it, so nothing in it may grow without bound.
+    #[test]
+    fn every_spec_field_is_bounded() {
+        fn check(path: &str, schema: &serde_json::Value, unbounded: &mut Vec<String>) {
+            let has = |key: &str| schema.get(key).is_some();
+            let bounded = match schema.get("type").and_then(|t| t.as_str()) {
+                Some("string") => has("maxLength") || has("enum"),
+                Some("array") => has("maxItems"),
+                Some("object") => has("properties") || has("maxProperties"),
+                _ => true,
+            };
+            if !bounded {
+                unbounded.push(path.to_owned());
+            }
+            for (key, inner) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+                check(&format!("{path}.{key}"), inner, unbounded);
+            }
+            for key in ["items", "additionalProperties"] {
+                if let Some(inner) = schema.get(key).filter(|s| s.is_object()) {
+                    check(&format!("{path}[]"), inner, unbounded);
+                }
+            }
+        }
+        let crd = serde_json::to_value(<LiteLLMUser as kube::CustomResourceExt>::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let mut unbounded = Vec::new();
+        check("spec", spec, &mut unbounded);
+        assert!(unbounded.is_empty(), "without a maximum: {unbounded:?}");
+        assert_eq!(spec["properties"]["metadata"]["maxProperties"], 64);
     }
 
     #[test]

@@ -401,6 +401,34 @@ async fn invalid_manifests_are_refused_by_the_api_server() {
         ("bad secret name", json!({ "key": { "secretName": "Not_A_Name" } }), "secretName"),
         ("negative model budget", json!({ "modelMaxBudget": { "m": { "budgetLimit": -1 } } }), "budgetLimit"),
         ("negative model rpm", json!({ "modelRpmLimit": { "m": -1 } }), "modelRpmLimit"),
+        // Bounds, so that no tenant can make the operator cache an object of unbounded size.
+        ("600 KiB of metadata", json!({ "metadata": { "blob": "x".repeat(600 * 1024) } }), "metadata"),
+        (
+            "65 metadata keys",
+            json!({ "metadata": (0..65).map(|i| (format!("k{i}"), json!(i))).collect::<serde_json::Map<_, _>>() }),
+            "metadata",
+        ),
+        ("too long metadata key", json!({ "metadata": { "k".repeat(254): "v" } }), "metadata"),
+        ("1,001 models", json!({ "models": (0..1001).map(|i| format!("m{i}")).collect::<Vec<_>>() }), "models"),
+        ("too long model name", json!({ "models": ["m".repeat(257)] }), "models"),
+        ("101 teams", json!({ "teams": (0..101).map(|i| format!("t{i}")).collect::<Vec<_>>() }), "teams"),
+        ("too long team id", json!({ "teams": ["t".repeat(254)] }), "teams"),
+        (
+            "101 aliases",
+            json!({ "aliases": (0..101).map(|i| (format!("a{i}"), json!("m"))).collect::<serde_json::Map<_, _>>() }),
+            "aliases",
+        ),
+        ("too long alias", json!({ "aliases": { "a".repeat(257): "m" } }), "aliases"),
+        ("too long model in rpm limits", json!({ "modelRpmLimit": { "m".repeat(257): 1 } }), "modelRpmLimit"),
+        (
+            "101 model tpm limits",
+            json!({ "modelTpmLimit": (0..101).map(|i| (format!("m{i}"), json!(1))).collect::<serde_json::Map<_, _>>() }),
+            "modelTpmLimit",
+        ),
+        ("too long user alias", json!({ "userAlias": "a".repeat(257) }), "userAlias"),
+        ("too long sso id", json!({ "ssoUserId": "s".repeat(257) }), "ssoUserId"),
+        ("33 cache controls", json!({ "allowedCacheControls": vec!["no-cache"; 33] }), "allowedCacheControls"),
+        ("101 vector stores", json!({ "objectPermission": { "vectorStores": vec!["v"; 101] } }), "vectorStores"),
     ];
     let mut refused = 0;
     for (i, (what, spec, field)) in cases.iter().enumerate() {
