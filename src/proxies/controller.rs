@@ -130,9 +130,14 @@ async fn handle(proxy: &LiteLLMProxy, ctx: &ProxyContext) -> Result<Result<Arc<P
     };
     let timeout =
         spec.timeout.as_deref().and_then(|t| crate::duration::parse(t).ok()).unwrap_or(Duration::from_secs(10));
+    let idle_timeout = spec
+        .idle_timeout
+        .as_deref()
+        .and_then(|t| crate::duration::parse(t).ok())
+        .unwrap_or(crate::litellm::DEFAULT_IDLE_TIMEOUT);
     let policy = serde_json::to_string(&spec.policy).unwrap_or_default();
     let fingerprint = key_hash(&format!(
-        "{url}\n{}\n{}\n{timeout:?}\n{policy}",
+        "{url}\n{}\n{}\n{timeout:?}\n{idle_timeout:?}\n{policy}",
         key_hash(&master_key),
         spec.ca_bundle.as_deref().unwrap_or_default()
     ));
@@ -145,11 +150,7 @@ async fn handle(proxy: &LiteLLMProxy, ctx: &ProxyContext) -> Result<Result<Arc<P
         master_key: MasterKey::new(master_key),
         ca_pem: spec.ca_bundle.as_ref().map(|pem| pem.as_bytes().to_vec()),
         timeout,
-        idle_timeout: spec
-            .idle_timeout
-            .as_deref()
-            .and_then(|t| crate::duration::parse(t).ok())
-            .unwrap_or(crate::litellm::DEFAULT_IDLE_TIMEOUT),
+        idle_timeout,
     };
     let client = match LiteLlmClient::new(config) {
         Ok(client) => client.with_metrics(ctx.metrics.clone()),
