@@ -196,7 +196,8 @@ def check(args, prom, server):
     apply_user(ns, "prom-alice", {"maxBudget": 10, "budgetDuration": "30d"})
     apply_user(ns, "prom-bob", {"maxBudget": 5, "models": ["gpt-4o"]})
     apply_user(ns, "prom-zero", {"maxBudget": 0})
-    apply_user(ns, "prom-rejected", {"teams": ["prometheus-check-no-such-team"]})
+    # A team under the namespace's own prefix (the default policy allows those) that the proxy does not have.
+    apply_user(ns, "prom-rejected", {"teams": [f"{ns}.no-such-team"]})
     for name in ("prom-alice", "prom-bob", "prom-zero"):
         wait_for(f"{name} to be Ready", has_reason(ns, name, "Synced"))
     apply_user(ns, "prom-alice", {"maxBudget": 20, "budgetDuration": "30d", "userAlias": "Alice"})
