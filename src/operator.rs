@@ -295,6 +295,7 @@ async fn run_controllers(
             controller.run(reconcile::reconcile_cached, reconcile::error_policy_cached, ctx.clone()).map(report).boxed()
         })
         .collect();
+    ctx.quota.set_stores(stores.clone());
     let mut controllers = controllers;
     // LiteLLMProxy resources, when their CRD is installed (the proxy of the flags works without it).
     let proxies: Api<LiteLLMProxy> = Api::all(client.clone());

@@ -93,6 +93,10 @@ pub fn check(
                 }
             }
         }
+        // An alias is a model by another name: older proxies do not check its target against `models`.
+        if let Some((alias, target)) = spec.aliases.iter().flatten().find(|(_, target)| !allowed.contains(target)) {
+            return violation("allowedModels", format!("alias {alias} names model {target}, which is not allowed"));
+        }
     }
     if let Some(period) = &spec.budget_duration {
         budget_period(policy, period).or_else(|message| violation("budgetDuration", message))?;
@@ -125,6 +129,55 @@ pub fn check(
         return violation("userEmailDomains", format!("userEmail must be in one of these domains: {domains}"));
     }
     keys(policy, spec).or_else(|(rule, message)| violation(rule, message))
+}
+
+/// What the LiteLLMUsers of one namespace on one proxy created before this one add up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NamespaceUsage {
+    /// Older resources (by creation time, then name), not being deleted.
+    pub older_users: usize,
+    /// The sum of their `maxBudget`s (a resource without one is refused by a budget quota, and counts nothing).
+    pub older_budget: f64,
+}
+
+/// The namespace quota: the newest resources beyond it are refused, so which ones does not depend on the order
+/// in which reconciles run.
+pub fn check_quota(
+    policy: &ProxyPolicy,
+    proxy: &str,
+    namespace: &str,
+    spec: &LiteLLMUserSpec,
+    usage: &NamespaceUsage,
+) -> Result<(), Violation> {
+    let Some(quota) = &policy.namespace_quota else { return Ok(()) };
+    let violation = |rule, message: String| {
+        Err(Violation { rule, message: format!("{message} (proxy {proxy}, policy.namespaceQuota.{rule})") })
+    };
+    if let Some(most) = quota.max_users
+        && usage.older_users >= usize::try_from(most).unwrap_or(0)
+    {
+        let message = format!(
+            "namespace {namespace} may have {most} LiteLLMUsers on this proxy and has {} older ones; this one is refused",
+            usage.older_users
+        );
+        return violation("maxUsers", message);
+    }
+    if let Some(most) = quota.max_budget {
+        let Some(asked) = spec.max_budget else {
+            return violation(
+                "maxBudget",
+                format!("maxBudget must be set: namespace {namespace}'s budgets add up to at most {most}"),
+            );
+        };
+        if usage.older_budget + asked > most {
+            let message = format!(
+                "maxBudget {asked} and the {} of older LiteLLMUsers in namespace {namespace} add up to more than {most}",
+                usage.older_budget
+            );
+            return violation("maxBudget", message);
+        }
+    }
+    Ok(())
 }
 
 /// What a LiteLLMUser leaves unset stays on the proxy as it is: a user adopted, or changed on the proxy by
@@ -353,6 +406,10 @@ mod tests {
             (serde_json::json!({"maxBudget": 1, "tpmLimit": 1, "models": ["gpt-4o"]}), "allowedModels"),
             (serde_json::json!({"maxBudget": 1, "tpmLimit": 1, "models": []}), "allowedModels"),
             (serde_json::json!({"maxBudget": 1, "tpmLimit": 1}), "allowedModels"),
+            (
+                serde_json::json!({"maxBudget": 1, "tpmLimit": 1, "models": ["gpt-4o-mini"], "aliases": {"cheap": "gpt-4o"}}),
+                "allowedModels",
+            ),
         ];
         for (spec_json, rule) in cases {
             assert_eq!(verdict(&capped, "team-a", spec_json.clone(), "team-a.a"), Err(rule), "{spec_json}");
@@ -467,6 +524,24 @@ mod tests {
         let mut objects = UserRecord::default();
         objects.object_permission.insert("mcp_servers".into(), serde_json::json!(["github"]));
         assert_eq!(check(serde_json::json!({}), objects), Err("objectPermissions"));
+    }
+
+    #[test]
+    fn the_newest_resources_beyond_a_namespace_quota_are_refused() {
+        let quota = crate::crd::NamespaceQuota { max_users: Some(2), max_budget: Some(10.0) };
+        let policy = ProxyPolicy { namespace_quota: Some(quota), ..ProxyPolicy::default() };
+        let check = |older_users, older_budget, json| {
+            let usage = NamespaceUsage { older_users, older_budget };
+            check_quota(&policy, "prod", "team-a", &spec(json), &usage).map_err(|v| v.rule)
+        };
+        assert_eq!(check(0, 0.0, serde_json::json!({"maxBudget": 4})), Ok(()));
+        assert_eq!(check(1, 4.0, serde_json::json!({"maxBudget": 6})), Ok(()), "exactly the budget");
+        assert_eq!(check(1, 4.0, serde_json::json!({"maxBudget": 6.5})), Err("maxBudget"));
+        assert_eq!(check(2, 4.0, serde_json::json!({"maxBudget": 1})), Err("maxUsers"), "the third");
+        assert_eq!(check(0, 0.0, serde_json::json!({})), Err("maxBudget"), "an unlimited budget");
+        let open = ProxyPolicy::default();
+        let usage = NamespaceUsage { older_users: 10_000, older_budget: 1e9 };
+        assert_eq!(check_quota(&open, "prod", "team-a", &spec(serde_json::json!({})), &usage), Ok(()), "no quota");
     }
 
     #[test]

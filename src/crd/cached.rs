@@ -24,7 +24,10 @@ use super::LiteLLMUser;
 #[serde(from = "Sent")]
 pub struct CachedUser {
     pub metadata: ObjectMeta,
+    /// Without `metadata` when that was larger than [`MAX_SPEC_METADATA_BYTES`]: see [`CachedUser::oversized_metadata`].
     spec: Box<str>,
+    /// The size of a `spec.metadata` too large to keep.
+    oversized_metadata: Option<u32>,
     /// Compact JSON, compressed against [`STATUS_DICTIONARY`].
     status: Option<Box<[u8]>>,
 }
@@ -62,6 +65,10 @@ static STATUS_DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     sample.to_string().into_bytes()
 });
 
+/// The largest `spec.metadata` the operator accepts, as compact JSON: a resource with a larger one is refused
+/// (`InvalidSpec`), and its metadata is not kept.
+pub const MAX_SPEC_METADATA_BYTES: usize = 16 * 1024;
+
 /// A `LiteLLMUser` as the API server sends it, read without its types.
 #[derive(Deserialize)]
 struct Sent {
@@ -77,8 +84,15 @@ impl From<Sent> for CachedUser {
         let compact = |value: Value| value.to_string().into_boxed_str();
         let status = (!sent.status.is_null()).then(|| compress(&compact(sent.status)));
         // The schema requires a spec; were it missing, it would read as the empty one.
-        let spec = if sent.spec.is_null() { Value::Object(Default::default()) } else { sent.spec };
-        CachedUser { metadata: sent.metadata, spec: compact(spec), status }
+        let mut spec = if sent.spec.is_null() { Value::Object(Default::default()) } else { sent.spec };
+        // The CRD bounds every field but what is nested in a metadata value; a tenant's megabyte there is not
+        // kept for as long as the process runs.
+        let metadata_bytes = spec.get("metadata").map_or(0, |m| m.to_string().len());
+        let oversized_metadata = (metadata_bytes > MAX_SPEC_METADATA_BYTES).then(|| {
+            spec.as_object_mut().map(|s| s.remove("metadata"));
+            u32::try_from(metadata_bytes).unwrap_or(u32::MAX)
+        });
+        CachedUser { metadata: sent.metadata, spec: compact(spec), status, oversized_metadata }
     }
 }
 
@@ -125,6 +139,17 @@ impl Resource for CachedUser {
 }
 
 impl CachedUser {
+    /// The size of `spec.metadata` when it was too large to keep; the parsed resource then has none, and must
+    /// not be acted on as if it had none.
+    pub fn oversized_metadata(&self) -> Option<usize> {
+        self.oversized_metadata.map(|bytes| bytes as usize)
+    }
+
+    /// The spec as compact JSON, for reading a few fields without parsing the whole resource.
+    pub fn spec_json(&self) -> &str {
+        &self.spec
+    }
+
     /// The resource, parsed.
     pub fn parse(&self) -> Result<LiteLLMUser, Unreadable> {
         let spec = serde_json::from_str(&self.spec)?;
@@ -196,5 +221,25 @@ mod tests {
         .unwrap();
         assert_eq!(without_status.parse().unwrap().status, None);
         assert_eq!(<CachedUser as Resource>::api_version(&()), LiteLLMUser::api_version(&()));
+    }
+
+    #[test]
+    fn an_oversized_metadata_is_not_kept() {
+        let big = "x".repeat(MAX_SPEC_METADATA_BYTES);
+        let sent = |metadata: serde_json::Value| {
+            serde_json::json!({
+                "metadata": { "name": "m", "namespace": "team-a" },
+                "spec": { "maxBudget": 1, "deletionPolicy": "Retain", "metadata": metadata },
+            })
+        };
+        let kept: CachedUser = serde_json::from_value(sent(serde_json::json!({ "o": { "deep": big } }))).unwrap();
+        assert!(kept.oversized_metadata().is_some_and(|bytes| bytes > MAX_SPEC_METADATA_BYTES));
+        assert!(kept.spec_json().len() < 100, "{}", kept.spec_json());
+        let parsed = kept.parse().unwrap();
+        assert_eq!((parsed.spec.metadata, parsed.spec.max_budget), (None, Some(1.0)));
+        assert_eq!(parsed.spec.deletion_policy, crate::crd::DeletionPolicy::Retain, "the rest of the spec is kept");
+        let small: CachedUser = serde_json::from_value(sent(serde_json::json!({ "team": "a" }))).unwrap();
+        assert_eq!(small.oversized_metadata(), None);
+        assert!(small.parse().unwrap().spec.metadata.is_some());
     }
 }

@@ -12,7 +12,7 @@ mod user;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use cached::{CachedUser, Unreadable};
+pub use cached::{CachedUser, MAX_SPEC_METADATA_BYTES, Unreadable};
 pub use proxy::*;
 pub use user::*;
 

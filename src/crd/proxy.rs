@@ -148,6 +148,26 @@ pub struct ProxyPolicy {
     /// Bounds on key rotation: how often, how long an old key keeps working, how many keys live at once.
     #[serde(default)]
     pub keys: KeyPolicy,
+    /// What one namespace's LiteLLMUsers on this proxy may add up to. Beyond it the newest resources (by
+    /// creation time, then name) are refused, so the same ones are refused whatever order they are looked at
+    /// in. Default: no limit (a Kubernetes ResourceQuota on `count/litellmusers.litellm-operator.io` also
+    /// bounds the number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_quota: Option<NamespaceQuota>,
+}
+
+/// Limits on one namespace's LiteLLMUsers on a proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceQuota {
+    /// How many LiteLLMUsers a namespace may have on this proxy.
+    #[schemars(range(min = 0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<i32>,
+    /// The most a namespace's LiteLLMUsers' `maxBudget`s may add up to, in USD; when set, each must set one.
+    #[schemars(range(min = 0.0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<f64>,
 }
 
 /// Which teams a LiteLLMUser may join.

@@ -144,6 +144,11 @@ pub fn decide(f: &Facts) -> Decision {
     if let Err(violation) = policy::check(f.policy, f.proxy, &namespace, labels, &user.spec, &user_id) {
         return Decision::Act(Box::new(stalled(f, status, Reason::PolicyViolation, violation.message)));
     }
+    if let Some(usage) = &f.world.namespace_usage
+        && let Err(violation) = policy::check_quota(f.policy, f.proxy, &namespace, &user.spec, usage)
+    {
+        return Decision::Act(Box::new(stalled(f, status, Reason::PolicyViolation, violation.message)));
+    }
 
     match &f.world.claim {
         ClaimView::Ours => {}

@@ -149,6 +149,7 @@ prop_compose! {
         claim_kind in 0..3u8,
         conflict in maybe(text()),
         owner in maybe("team-a/alice|team-b/bob|.{0,10}"),
+        usage in maybe((0usize..20, any::<f64>())),
     ) -> World {
         let keys: Vec<KeyRecord> = keys
             .into_iter()
@@ -184,6 +185,7 @@ prop_compose! {
             previous_secret: None,
             create_conflict: conflict,
             namespace_labels: None,
+            namespace_usage: usage.map(|(older_users, older_budget)| crate::policy::NamespaceUsage { older_users, older_budget }),
         }
     }
 }
@@ -199,6 +201,7 @@ proptest! {
         now_offset in prop_oneof![-1_000_000i64..1_000_000, Just(250_000_000_000i64 - 1_800_000_000)],
         rotate in maybe(text()),
         generation in maybe(any::<i64>()),
+        quota in maybe((maybe(any::<i32>()), maybe(any::<f64>()))),
     ) {
         let Some(spec) = spec else { return Ok(()) };
         let mut user = LiteLLMUser::new("alice", spec);
@@ -212,7 +215,10 @@ proptest! {
         };
         let Ok(now) = Timestamp::from_second(1_800_000_000i64.saturating_add(now_offset)) else { return Ok(()) };
         let settings = Settings::default();
-        let policy = ProxyPolicy::default();
+        let policy = ProxyPolicy {
+            namespace_quota: quota.map(|(max_users, max_budget)| crate::crd::NamespaceQuota { max_users, max_budget }),
+            ..ProxyPolicy::default()
+        };
         let facts = Facts {
             user: &user,
             status: &status,

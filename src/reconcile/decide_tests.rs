@@ -63,6 +63,7 @@ fn world(proxy: ProxyView, secret: SecretView) -> World {
         previous_secret: None,
         create_conflict: None,
         namespace_labels: None,
+        namespace_usage: None,
     }
 }
 

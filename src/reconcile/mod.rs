@@ -15,6 +15,7 @@ pub mod directory;
 pub mod events;
 pub mod keys;
 pub mod observe;
+pub mod quota;
 pub mod secret_index;
 #[cfg(test)]
 mod tests;
@@ -119,6 +120,8 @@ pub struct Context {
     /// Every key Secret's version and controller, from the watches (one per scope); lets a reconcile know a
     /// Secret without reading it.
     secret_indexes: Vec<Arc<SecretIndex>>,
+    /// What each namespace's resources add up to, for the policy's namespace quota.
+    pub quota: quota::Ledger,
     /// Consecutive failures per resource, for exponential backoff; cleared on success.
     failures: Mutex<HashMap<Box<str>, u32>>,
     /// When each resource was last found in sync, and what the operator last wrote for it: watch events caused
@@ -169,6 +172,7 @@ impl Context {
             settings,
             metrics,
             secret_indexes,
+            quota: quota::Ledger::default(),
             failures: Mutex::default(),
             last_in_sync: Mutex::default(),
         }
@@ -264,6 +268,18 @@ pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Acti
 pub async fn reconcile_cached(cached: Arc<CachedUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     let user = cached.parse().map_err(Error::Unreadable)?;
     let metrics = ctx.metrics.clone();
+    // Its metadata was not kept: acting on the rest would read as a spec without metadata. A deletion goes
+    // ahead (it needs nothing of the metadata).
+    if let Some(bytes) = cached.oversized_metadata()
+        && user.metadata.deletion_timestamp.is_none()
+    {
+        let message = format!(
+            "spec.metadata: {} KiB is more than the {} KiB the operator accepts; nothing was sent to the proxy",
+            bytes.div_ceil(1024),
+            crate::crd::MAX_SPEC_METADATA_BYTES / 1024
+        );
+        return refuse(&user, &ctx, message).await;
+    }
     crate::panics::contain(reconcile(Arc::new(user), ctx)).await.unwrap_or_else(|panicked| {
         metrics.reconcile_panicked("litellmuser");
         Err(panicked.into())
@@ -379,6 +395,14 @@ async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Actio
         }
     };
     finish(user, ctx, &previous, &written, status, outcome, requeue).await
+}
+
+/// Reports a spec the operator refuses without looking any further, and waits for it to change.
+async fn refuse(user: &LiteLLMUser, ctx: &Context, message: String) -> Result<Action, Error> {
+    let previous = user.status.clone().unwrap_or_default();
+    let outcome = Outcome::stalled(Reason::InvalidSpec, message);
+    let status = failed_status(user, &previous, &outcome);
+    finish(user, ctx, &previous, &previous, status, outcome, Action::await_change()).await
 }
 
 /// Reports a reconcile's outcome: a Warning for a new reason, the status if it changed, metrics.

@@ -32,6 +32,8 @@ pub struct World {
     pub create_conflict: Option<String>,
     /// The namespace's labels, read when the policy selects namespaces by label.
     pub namespace_labels: Option<NamespaceLabels>,
+    /// What the namespace's older resources on this proxy add up to, counted when the policy has a quota.
+    pub namespace_usage: Option<crate::policy::NamespaceUsage>,
 }
 
 /// Who may manage the user id.
@@ -111,6 +113,10 @@ pub async fn world(
         true => namespace_labels(ctx, user).await?,
         false => None,
     };
+    let namespace_usage = match proxy.policy.namespace_quota {
+        Some(_) => ctx.quota.usage(user).await,
+        None => None,
+    };
     let claim = claim(ctx, proxy, user, status, &user_id, hints).await?;
     let mut world = World {
         claim,
@@ -120,6 +126,7 @@ pub async fn world(
         previous_secret: None,
         create_conflict: hints.create_conflict.clone(),
         namespace_labels,
+        namespace_usage,
     };
     // Until this resource holds the claim, there is nothing to look at: the next step is claiming.
     if world.claim != ClaimView::Ours {

@@ -67,6 +67,12 @@ async fn tenant_client(ns: &TestNamespace) -> Client {
     Client::try_from(config).expect("tenant client")
 }
 
+/// The message of a resource's Ready condition.
+fn ready_message(user: &LiteLLMUser) -> Option<String> {
+    let conditions = user.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone())
+}
+
 /// A team's members on the proxy, as a sorted list of user ids in the state's shape (no keys).
 async fn team_members(proxy: &Proxy, team_id: &str) -> Option<(Value, Vec<String>)> {
     let path = format!("/team/info?team_id={}", crate::support::urlencode(team_id));
@@ -179,6 +185,10 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
         ("short-lived", json!({ "key": { "duration": "1m" } })),
         ("lingerer", json!({ "key": { "rotation": { "gracePeriod": "7d" } } })),
         ("boss", json!({ "adopt": true })),
+        (
+            "aliaser",
+            json!({ "proxyRef": { "name": capped.name }, "maxBudget": 5, "models": ["m1"], "aliases": { "m1x": "pricey" } }),
+        ),
     ];
     for (name, spec) in &attempts {
         let object = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "metadata": { "name": name }, "spec": spec });
@@ -195,6 +205,12 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
         }
     }
     assert!(ns.secrets().get_opt("boss-litellm-key").await.expect("read").is_none(), "no key for an admin");
+    // A megabyte the CRD cannot reach (nested in a metadata value) is refused, and not kept by the operator.
+    ns.apply("hoarder", json!({ "metadata": { "notes": { "deep": "x".repeat(64 * 1024) } } })).await;
+    let hoarder = ns.wait_reason("hoarder", "InvalidSpec").await;
+    let message = ready_message(&hoarder);
+    assert!(message.as_deref().is_some_and(|m| m.starts_with("spec.metadata: 65 KiB")), "{message:?}");
+    assert!(proxy.user(&ns.user_id("hoarder")).await.is_none(), "hoarder: nothing created on the proxy");
     // The operator's own proxy is not reachable by name past the LiteLLMProxies the platform offers.
     ns.apply("by-name", json!({ "proxyRef": { "name": "default" } })).await;
     ns.wait_reason("by-name", "ProxyUnavailable").await;
@@ -293,13 +309,7 @@ async fn serial_tenant_crash_manifests_stop_nothing() {
     ns.wait_condition("neighbour", "Ready", "True").await;
     for (name, _, field) in &crash {
         let refused = ns.wait_reason(name, "InvalidSpec").await;
-        let message = refused
-            .status
-            .unwrap_or_default()
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .map(|c| c.message.clone());
+        let message = ready_message(&refused);
         assert!(message.as_deref().is_some_and(|m| m.starts_with(field)), "{name}: {message:?}");
         assert!(proxy.user(&ns.user_id(name)).await.is_none(), "{name}: nothing created on the proxy");
     }
@@ -361,4 +371,84 @@ impl Drop for OlderCrd {
             eprintln!("could not put the current LiteLLMUser CRD back from {}", self.saved.display());
         }
     }
+}
+
+/// A namespace quota on a proxy: the newest resources beyond it are refused, whatever order the operator looks
+/// at them in, and one becomes Ready once an older one is deleted.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn tenants_namespace_quota_refuses_the_newest() {
+    let ns = TestNamespace::new("quota").await;
+    let proxy = Proxy::from_env();
+    let (url, master_key) = (env("LITELLM_URL"), env("LITELLM_MASTER_KEY"));
+    let quota = json!({ "namespaceQuota": { "maxUsers": 2, "maxBudget": 10 } });
+    let quoted = TestProxy::create(&ns, "quota", &url, &master_key, quota).await;
+    let _operator = Operator::start(&ns.name);
+    quoted.wait_ready().await;
+    let on = |budget: f64| json!({ "proxyRef": { "name": quoted.name }, "maxBudget": budget });
+    ns.apply("first", on(4.0)).await;
+    ns.apply("second", on(4.0)).await;
+    ns.wait_condition("first", "Ready", "True").await;
+    ns.wait_condition("second", "Ready", "True").await;
+    ns.apply("third", on(1.0)).await;
+    let refused = ns.wait_reason("third", "PolicyViolation").await;
+    let message = ready_message(&refused);
+    assert!(message.as_deref().is_some_and(|m| m.contains("namespaceQuota.maxUsers")), "{message:?}");
+    assert!(proxy.user(&ns.user_id("third")).await.is_none(), "nothing created for the third");
+    ns.apply("greedy", on(100.0)).await;
+    ns.wait_reason("greedy", "PolicyViolation").await;
+    // One older resource gone: the third fits, by count and by budget (4 + 1 of 10).
+    ns.delete("first").await;
+    ns.wait_gone("first").await;
+    ns.wait_condition("third", "Ready", "True").await;
+}
+
+/// Eight rotation requests in a row mint no key at all within the least rotation interval (1h by default);
+/// and a policy tightened later stops a user where it is: reported, not changed, its key still working.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the test bed: run hack/e2e.sh"]
+async fn tenants_cannot_churn_keys_and_a_tightened_policy_freezes_users() {
+    let ns = TestNamespace::new("tighten").await;
+    let proxy = Proxy::from_env();
+    let (url, master_key) = (env("LITELLM_URL"), env("LITELLM_MASTER_KEY"));
+    let generous = TestProxy::create(&ns, "generous", &url, &master_key, json!({ "maxBudget": 50 })).await;
+    let _operator = Operator::start(&ns.name);
+    generous.wait_ready().await;
+    ns.apply("spender", json!({ "proxyRef": { "name": generous.name }, "maxBudget": 40 })).await;
+    ns.wait_condition("spender", "Ready", "True").await;
+    let key = ns.key("spender-litellm-key").await;
+    let user_id = ns.user_id("spender");
+
+    for n in 0..8 {
+        let annotate = json!({ "metadata": { "annotations": { "litellm-operator.io/rotate": format!("now-{n}") } } });
+        ns.users().patch("spender", &PatchParams::default(), &Patch::Merge(&annotate)).await.expect("annotate");
+    }
+    let waiting = wait_until("the rotation request to be deferred", DEADLINE, || async {
+        let user = ns.users().get("spender").await.map_err(|err| err.to_string())?;
+        let status = user.status.unwrap_or_default();
+        match (status.next_rotation_at, status.observed_generation == user.metadata.generation) {
+            (Some(at), true) => Ok(at),
+            (at, _) => Err(format!("nextRotationAt {at:?}")),
+        }
+    })
+    .await;
+    let issued: k8s_openapi::jiff::Timestamp =
+        ns.users().get("spender").await.unwrap().status.unwrap().key_issued_at.unwrap().parse().unwrap();
+    let waits = waiting.parse::<k8s_openapi::jiff::Timestamp>().unwrap().duration_since(issued).as_secs();
+    assert_eq!(waits, 3600, "the request waits for the least rotation interval after the key's issue");
+    assert_eq!(ns.key("spender-litellm-key").await, key, "the key is unchanged");
+    let (_, keys) = proxy.user(&user_id).await.expect("the user");
+    assert_eq!(keys, vec![key_hash(&key)], "no key was minted");
+
+    // The platform lowers the ceiling below what the user has.
+    let before = proxy_state(&proxy, &user_id).await;
+    let proxies: Api<litellm_operator::crd::LiteLLMProxy> = Api::all(ns.client.clone());
+    let patch = json!({ "spec": { "policy": { "maxBudget": 10 } } });
+    proxies.patch(&generous.name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("tighten the policy");
+    let refused = ns.wait_reason("spender", "PolicyViolation").await;
+    let message = ready_message(&refused);
+    assert!(message.as_deref().is_some_and(|m| m.contains("maxBudget 40 is above the ceiling of 10")), "{message:?}");
+    ns.wait_event("spender", "Warning", "PolicyViolation").await;
+    assert_eq!(proxy.key_works(&key).await.as_deref(), Some(user_id.as_str()), "the key keeps working");
+    assert_eq!(proxy_state(&proxy, &user_id).await, before, "the user is not changed");
 }
