@@ -67,11 +67,7 @@ pub fn parse_flag(text: &str) -> Result<Duration, String> {
 
 /// The text as it goes into a message: a tenant's 600 KiB string does not go into a condition whole.
 fn bounded(text: &str) -> String {
-    const MAX: usize = 40;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+    crate::litellm::bounded_chars(text, 40)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::{any::Any, future::Future, panic::AssertUnwindSafe};
 
 use futures::FutureExt;
 
-use crate::litellm::redact_keys;
+use crate::litellm::{bounded_chars, redact_keys};
 
 /// A reconcile that panicked, with the panic's message (redacted and bounded).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -29,14 +29,7 @@ pub fn message(payload: &(dyn Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
-    bounded(&redact_keys(&text), 300)
-}
-
-fn bounded(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+    bounded_chars(&redact_keys(&text), 300)
 }
 
 /// Replaces the default panic hook, which prints the panic's message as it is to stderr, with one that logs it

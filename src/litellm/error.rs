@@ -124,6 +124,15 @@ fn value_text(value: &Value) -> String {
     }
 }
 
+/// At most `max` characters of `text`, with an ellipsis when it was longer: what of a tenant's or a proxy's text
+/// goes into a message.
+pub(crate) fn bounded_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
