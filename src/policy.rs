@@ -25,6 +25,9 @@ pub struct Violation {
 /// Roles allowed when the policy names none: not the admin roles, whose keys control the whole proxy.
 pub const DEFAULT_ROLES: [UserRole; 2] = [UserRole::InternalUser, UserRole::InternalUserViewer];
 
+/// The role LiteLLM gives a user created without one.
+const PROXY_DEFAULT_ROLE: UserRole = UserRole::InternalUser;
+
 /// Whether a LiteLLMUser in `namespace` (with these labels, when known) may ask `spec` of the proxy `proxy`.
 pub fn check(
     policy: &ProxyPolicy,
@@ -44,10 +47,22 @@ pub fn check(
         }
     }
     let roles = policy.allowed_roles.as_deref().unwrap_or(&DEFAULT_ROLES);
-    if let Some(role) = spec.user_role
-        && !roles.contains(&role)
-    {
-        return violation("allowedRoles", format!("role {} is not allowed", role.as_str()));
+    match spec.user_role {
+        Some(role) if !roles.contains(&role) => {
+            return violation("allowedRoles", format!("role {} is not allowed", role.as_str()));
+        }
+        // LiteLLM gives a user created without a role its default one; were that refused only once the user
+        // exists, the proxy would hold a user the policy never allowed.
+        None if !roles.contains(&PROXY_DEFAULT_ROLE) => {
+            let allowed: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
+            let message = format!(
+                "userRole must be set: without it the proxy gives the user the role {}, and the policy allows only {}",
+                PROXY_DEFAULT_ROLE.as_str(),
+                allowed.join(", ")
+            );
+            return violation("allowedRoles", message);
+        }
+        _ => {}
     }
     let prefix = format!("{namespace}.");
     let under_prefix = user_id.starts_with(&prefix);
@@ -386,6 +401,15 @@ mod tests {
         assert_eq!(verdict(&open, "team-a", serde_json::json!({"userId": "bob@corp"}), "bob@corp"), Ok(()));
         assert_eq!(verdict(&open, "platform", serde_json::json!({"adopt": true}), "legacy"), Ok(()));
         assert_eq!(verdict(&open, "team-a", serde_json::json!({"adopt": true}), "legacy"), Err("userIds"));
+    }
+
+    #[test]
+    fn a_policy_without_the_proxys_default_role_asks_for_a_role() {
+        let viewers = ProxyPolicy { allowed_roles: Some(vec![UserRole::InternalUserViewer]), ..ProxyPolicy::default() };
+        assert_eq!(verdict(&viewers, "team-a", serde_json::json!({}), "team-a.a"), Err("allowedRoles"));
+        let explicit = serde_json::json!({"userRole": "internal_user_viewer"});
+        assert_eq!(verdict(&viewers, "team-a", explicit, "team-a.a"), Ok(()));
+        assert_eq!(verdict(&ProxyPolicy::default(), "team-a", serde_json::json!({}), "team-a.a"), Ok(()));
     }
 
     #[test]

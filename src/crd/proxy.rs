@@ -92,7 +92,8 @@ pub struct ProxyPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<NamespacePolicy>,
     /// Roles a LiteLLMUser may have. Default `internal_user` and `internal_user_viewer`: an admin role gives
-    /// its key full control of the proxy, so allow one only for namespaces you trust with that.
+    /// its key full control of the proxy, so allow one only for namespaces you trust with that. A list
+    /// without `internal_user` (the role the proxy gives a user created without one) makes `userRole` required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_roles: Option<Vec<UserRole>>,
     /// Which user ids a namespace may use, and adopt.
@@ -209,9 +210,10 @@ pub struct ObjectPermissionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyPolicy {
-    /// The shortest `key.rotation.every`, and the least time between two rotations a
-    /// `litellm-operator.io/rotate` annotation asks for (a later request waits until then). `key.duration`
-    /// must be at least twice this, since a key is rotated at half its lifetime at the earliest. Default `1h`.
+    /// The shortest `key.rotation.every`, and the least time between two keys: a
+    /// `litellm-operator.io/rotate` annotation, a deleted or overwritten Secret or a revoked key sooner than
+    /// this after the key was issued gets its new key only then. `key.duration` must be at least twice this,
+    /// since a key is rotated at half its lifetime at the earliest. Default `1h`.
     #[schemars(length(max = 12), regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h|d|w)$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_rotation_interval: Option<String>,

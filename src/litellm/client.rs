@@ -90,7 +90,8 @@ impl Generation {
 pub enum Created {
     /// The proxy stored the user; its answer describes the user, when it could be read.
     Created(Option<Box<UserRecord>>),
-    /// Newer proxies answer 409 when the id or the e-mail is taken; the message says which.
+    /// The id or the e-mail address is taken (newer proxies answer 409; older ones 400 for an address, and
+    /// nothing for an id); the message says which.
     Conflict { message: String },
 }
 
@@ -180,6 +181,10 @@ impl LiteLlmClient {
         match self.call("/user/new", Method::POST, &[], Some(body)).await {
             Ok(answer) => Ok(Created::Created(serde_json::from_str(&answer).ok().map(Box::new))),
             Err(ApiError::Status { status: 409, message, .. }) => Ok(Created::Conflict { message }),
+            // Older proxies refuse a taken e-mail address with a 400 that says so.
+            Err(ApiError::Status { status: 400, message, .. }) if message.contains("already exists") => {
+                Ok(Created::Conflict { message })
+            }
             Err(err) => Err(err),
         }
     }
@@ -209,6 +214,16 @@ impl LiteLlmClient {
         let query = [("page", page.as_str()), ("page_size", &page_size), ("sort_by", "user_id"), ("sort_order", "asc")];
         let body = self.call(EP, Method::GET, &query, None).await?;
         parse(EP, &body)
+    }
+
+    /// The users whose e-mail address is `email`, ignoring case as the proxy's uniqueness check does. The proxy
+    /// matches parts of addresses, so its answer is narrowed here.
+    pub async fn users_with_email(&self, email: &str) -> Result<Vec<UserRecord>, ApiError> {
+        const EP: &str = "/user/list";
+        let body = self.call(EP, Method::GET, &[("user_email", email), ("page_size", "100")], None).await?;
+        let page: UserListPage = parse(EP, &body)?;
+        let same = |user: &UserRecord| user.user_email.as_deref().is_some_and(|held| held.eq_ignore_ascii_case(email));
+        Ok(page.users.into_iter().filter(same).collect())
     }
 
     /// `GET /key/list`, one page of full key records.

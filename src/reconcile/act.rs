@@ -12,7 +12,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use super::{
     Context, Error, FIELD_MANAGER, Proxy,
@@ -72,6 +72,7 @@ pub async fn run(
                     .map(|a| *a);
             }
             Created::Conflict { message } => {
+                log_email_holders(proxy, user, &user_id).await;
                 let learned =
                     Hints { claimed: true, read_proxy: true, create_conflict: Some(message), claim_taken: false };
                 return Ok(Acted::Again(learned));
@@ -219,4 +220,23 @@ async fn read_usage(
         read_at: Some(now.to_string()),
         spend_at_read: Some(spend),
     })
+}
+
+/// A creation refused because the e-mail address is taken names who holds it to the platform, in the operator's
+/// log, and never to the tenant: its status and events say only that the proxy refused.
+async fn log_email_holders(proxy: &Proxy, user: &LiteLLMUser, user_id: &str) {
+    let Some(email) = user.spec.user_email.as_deref() else { return };
+    match proxy.client.users_with_email(email).await {
+        Ok(holders) => {
+            for holder in holders.iter().filter(|holder| holder.user_id.as_deref() != Some(user_id)) {
+                warn!(
+                    user_id,
+                    holder = holder.user_id.as_deref().unwrap_or("(none)"),
+                    holder_resource = desired::marked_owner(&holder.metadata).unwrap_or("(not managed by an operator)"),
+                    "spec.userEmail is already another user's on the proxy"
+                );
+            }
+        }
+        Err(err) => debug!(user_id, error = %err, "could not look up which user holds spec.userEmail"),
+    }
 }

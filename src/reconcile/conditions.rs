@@ -38,6 +38,9 @@ pub enum Reason {
     OwnedByAnotherResource,
     /// The key Secret's name is taken by a Secret the operator does not manage.
     SecretConflict,
+    /// The key was lost (its Secret deleted or overwritten, or the key revoked) sooner than the policy's least
+    /// rotation interval after it was issued; the new key comes when the interval has passed.
+    KeyReplacementDeferred,
     /// The resource is being deleted and its LiteLLM user cannot be deleted yet.
     DeletionBlocked,
     /// The spec asks for more than the proxy's policy allows; nothing was sent to the proxy.
@@ -61,6 +64,7 @@ impl Reason {
             Reason::UserExists => "UserExists",
             Reason::OwnedByAnotherResource => "OwnedByAnotherResource",
             Reason::SecretConflict => "SecretConflict",
+            Reason::KeyReplacementDeferred => "KeyReplacementDeferred",
             Reason::DeletionBlocked => "DeletionBlocked",
             Reason::PolicyViolation => "PolicyViolation",
             Reason::InvalidSpec => "InvalidSpec",

@@ -97,6 +97,8 @@ pub struct KeyPlan {
     pub aliases: Option<(String, Value)>,
     /// Key hashes of this user to revoke now.
     pub revoke: Vec<String>,
+    /// Why the key that should be replaced is not replaced yet, and until when.
+    pub deferred: Option<String>,
 }
 
 /// Issuing the fresh key: record it, register it, then put it into the Secret.
@@ -229,6 +231,9 @@ pub fn decide(f: &Facts) -> Decision {
     let mut outcome = Outcome::Ready;
     match keys(f, &mut status, &proxy_keys, creating, &marker) {
         Ok((key_plan, notes)) => {
+            if let Some(message) = &key_plan.deferred {
+                outcome = Outcome::Progressing { reason: Reason::KeyReplacementDeferred, message: message.clone() };
+            }
             plan.key = key_plan;
             plan.events.extend(notes);
         }
@@ -399,6 +404,7 @@ fn keys(
     let mut revoke_now: Vec<String> = Vec::new();
     // A rotation asked for sooner than the policy's least interval after the key was issued waits until then.
     let mut request_waits_until = None;
+    let mut reissue_waits_until = None;
     let kept = match found {
         Found::Keep(hash) | Found::Promote(hash) | Found::TakeBack(hash) => {
             let issued = match found {
@@ -437,13 +443,33 @@ fn keys(
             }
         }
         Found::Replace(why) => {
-            if !creating {
-                notes.push(Note::normal(
-                    "KeyIssued",
-                    format!("Issued a new key ({}) into Secret {name}: {why}", short(f.fresh_key)),
-                ));
+            // A key replaced sooner than the policy's least rotation interval after the last one was issued
+            // waits until then, as a rotation request does: otherwise deleting the Secret, or the key, in a
+            // loop would have the operator mint keys without end. The current key keeps working meanwhile.
+            let last_issued = previous.key_issued_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+            let allowed_at = last_issued.and_then(|at| later(at, f.policy.keys.min_rotation_interval()));
+            match (current.filter(|_| !creating), allowed_at.filter(|at| *at > f.now)) {
+                (Some(hash), Some(at)) => {
+                    reissue_waits_until = Some(at);
+                    plan.deferred = Some(format!(
+                        "A new key goes into Secret {name} at {at} ({why}): keys are replaced at most once per \
+                         policy.keys.minRotationInterval"
+                    ));
+                    status.key_issued_at = previous.key_issued_at.clone();
+                    // The Secret does not hold this key: its version is not recorded as one that does.
+                    plan.secret_version = None;
+                    Some(hash.to_owned())
+                }
+                _ => {
+                    if !creating {
+                        notes.push(Note::normal(
+                            "KeyIssued",
+                            format!("Issued a new key ({}) into Secret {name}: {why}", short(f.fresh_key)),
+                        ));
+                    }
+                    None
+                }
             }
-            None
         }
     };
 
@@ -517,7 +543,7 @@ fn keys(
     status.pending_key_hash = None;
     status.retiring_keys = still_retiring;
     let issued = status.key_issued_at.as_deref().and_then(|t| t.parse().ok()).unwrap_or(f.now);
-    let next = [next_rotation(f, issued), request_waits_until].into_iter().flatten().min();
+    let next = [next_rotation(f, issued), request_waits_until, reissue_waits_until].into_iter().flatten().min();
     status.next_rotation_at = next.map(|at| at.to_string());
     Ok((plan, notes))
 }
@@ -640,8 +666,9 @@ fn spread(user: &LiteLLMUser, range: Duration) -> Duration {
 
 fn requeue(f: &Facts, status: &LiteLLMUserStatus, outcome: &Outcome) -> Duration {
     let wait = f.settings.resync;
+    let waits_for_a_key = matches!(outcome, Outcome::Progressing { reason: Reason::KeyReplacementDeferred, .. });
     match next_key_deadline(status) {
-        Some(at) if *outcome == Outcome::Ready => {
+        Some(at) if *outcome == Outcome::Ready || waits_for_a_key => {
             let until = Duration::try_from(at.duration_since(f.now)).unwrap_or_default();
             wait.min(until.max(Duration::from_secs(1)))
         }

@@ -482,6 +482,7 @@ fn a_key_duration_rotates_before_expiry_and_an_expired_key_is_replaced() {
     expiring.expires = Some(at(-1));
     let proxy =
         ProxyView::Present { record: Box::new(marked("team-a/alice")), keys: vec![expiring], from_snapshot: false };
+    status.key_issued_at = Some(at(-36_001));
     let expired = plan_for(&user, &status, &world(proxy, owned_secret(Some(&old))));
     assert!(expired.key.issue.is_some(), "an expired key is no key");
     assert_eq!(expired.key.issue.unwrap().register["duration"], "10h");
@@ -693,4 +694,40 @@ fn what_the_proxy_keeps_where_the_spec_is_silent_must_be_within_the_policy() {
         ready(&plan) && plan.changes.leave_teams == vec!["platform-billing".to_owned()],
         "a spec that leaves is fine"
     );
+}
+
+#[test]
+fn a_key_lost_soon_after_its_issue_is_replaced_once_the_least_rotation_interval_has_passed() {
+    let current = key_hash("sk-current");
+    let user = alice(LiteLLMUserSpec::default());
+    let policy = ProxyPolicy::default();
+    let overwritten = SecretView::Owned {
+        key_hash: Some(key_hash("sk-planted")),
+        resource_version: "10".into(),
+        secret: Some(Box::default()),
+    };
+    let issued_minutes_ago =
+        |minutes: i64| LiteLLMUserStatus { key_issued_at: Some(at(-60 * minutes)), ..synced(&current) };
+    let lost = [
+        ("the Secret deleted", world(present(marked("team-a/alice"), &[&current]), SecretView::Absent), true),
+        ("the Secret overwritten", world(present(marked("team-a/alice"), &[&current]), overwritten), true),
+        ("the key revoked", world(present(marked("team-a/alice"), &[]), owned_secret(Some(&current))), false),
+    ];
+    for (what, w, still_live) in lost {
+        let plan = plan_under(&policy, &user, &issued_minutes_ago(10), &w);
+        assert_eq!(plan.key.issue, None, "{what}: no key minted within the interval");
+        assert!(plan.key.revoke.is_empty(), "{what}: the current key is kept");
+        assert_eq!(plan.key.secret_version, None, "{what}: the Secret is not recorded as holding it");
+        assert_eq!(plan.key.secret_version, None, "{what}: the Secret is not recorded as holding it");
+        assert_eq!(plan.outcome.reason(), Reason::KeyReplacementDeferred, "{what}");
+        assert!(plan.outcome.message().contains(&at(50 * 60)), "{what}: {}", plan.outcome.message());
+        assert_eq!(plan.status.key_hash.as_deref(), Some(current.as_str()), "{what}");
+        assert_eq!(plan.status.next_rotation_at, Some(at(50 * 60)), "{what}: looked at again then");
+        assert_eq!(plan.requeue, Duration::from_secs(50 * 60).min(Settings::default().resync), "{what}");
+
+        let plan = plan_under(&policy, &user, &issued_minutes_ago(61), &w);
+        assert!(plan.key.issue.is_some(), "{what}: a new key once the interval has passed");
+        assert_eq!(plan.outcome, Outcome::Ready, "{what}");
+        assert_eq!(plan.key.revoke, if still_live { vec![current.clone()] } else { vec![] }, "{what}");
+    }
 }

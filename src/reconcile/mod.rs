@@ -36,7 +36,7 @@ use kube::{
     },
 };
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::{
     crd::{CachedUser, DeletionPolicy, LiteLLMUser, LiteLLMUserStatus},
@@ -337,6 +337,7 @@ async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Actio
     if let Some(wait) =
         decide::settled(user, &previous, secret_version.as_deref(), since, Timestamp::now(), &ctx.settings)
     {
+        debug!(?wait, secret_version, "as the operator left it: nothing to look at");
         return Ok(Action::requeue(echo_wait.map_or(wait, |echo| wait.min(echo))));
     }
 
@@ -368,6 +369,7 @@ async fn apply(user: &LiteLLMUser, ctx: &Context, current: bool) -> Result<Actio
         Ok(None) => return Ok(Action::await_change()),
         Ok(Some(plan)) => {
             let plan = *plan;
+            debug!(reason = plan.outcome.reason().as_str(), requeue = ?plan.requeue, "reconciled");
             if plan.outcome == Outcome::Ready || matches!(plan.outcome, Outcome::Stalled { .. }) {
                 ctx.forget_failures(user);
             }

@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
+/// A policy that replaces a lost key at once: the default waits for an hour after the key's issue.
+pub const QUICK_REISSUE: &str = "keys:\n  minRotationInterval: 1s\n";
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set; run the suite with hack/e2e.sh"))
@@ -587,7 +589,7 @@ impl Operator {
             .env("KUBECONFIG", if container.is_some() { CONTAINER_KUBECONFIG } else { &kubeconfig })
             .env("LITELLM_URL", &options.litellm_url)
             .env("LITELLM_MASTER_KEY", &options.master_key)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()))
             // Every operator of the suite arbitrates user ids in the chart's namespace, as installed operators do.
             .env("CLAIM_NAMESPACE", std::env::var("E2E_LEASE_NAMESPACE").unwrap_or_else(|_| "default".into()))
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     proxies::TestProxy,
-    support::{DEADLINE, Operator, Proxy, TestNamespace, env, wait_for, wait_until},
+    support::{DEADLINE, Operator, Proxy, TestNamespace, env, wait_until},
 };
 
 /// A client acting as a tenant of `ns`: a ServiceAccount allowed LiteLLMUsers and Secrets there, nothing else.
@@ -68,6 +68,11 @@ async fn tenant_client(ns: &TestNamespace) -> Client {
 }
 
 /// The message of a resource's Ready condition.
+/// A LiteLLMUser manifest as a tenant applies it.
+fn with_kind(name: &str, spec: Value) -> Value {
+    json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "metadata": { "name": name }, "spec": spec })
+}
+
 fn ready_message(user: &LiteLLMUser) -> Option<String> {
     let conditions = user.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone())
@@ -113,7 +118,7 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     let closed =
         TestProxy::create(&ns, "closed", &url, &master_key, json!({ "namespaces": { "names": ["nobody"] } })).await;
     let _victims = Operator::start(&victim_ns.name);
-    let _operator = Operator::start(&ns.name);
+    let operator = Operator::start(&ns.name);
     capped.wait_ready().await;
     closed.wait_ready().await;
 
@@ -123,11 +128,13 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     let vera_id = victim_ns.user_id("vera");
     let vera_key = victim_ns.key("vera-litellm-key").await;
     let legacy = format!("{}.legacy", victim_ns.name);
+    // Its address is in the domain the hostile namespace may use.
+    let cfo = format!("cfo@{}.example", ns.name);
     let (status, body) = proxy
         .call(
             reqwest::Method::POST,
             "/user/new",
-            Some(json!({ "user_id": legacy, "max_budget": 1, "auto_create_key": false })),
+            Some(json!({ "user_id": legacy, "user_email": cfo, "max_budget": 1, "auto_create_key": false })),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -191,8 +198,10 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
         ),
     ];
     for (name, spec) in &attempts {
-        let object = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "metadata": { "name": name }, "spec": spec });
-        match users.patch(name, &PatchParams::apply("tenant").force(), &Patch::Apply(&object)).await {
+        match users
+            .patch(name, &PatchParams::apply("tenant").force(), &Patch::Apply(&with_kind(name, spec.clone())))
+            .await
+        {
             Err(refused) => assert!(refused.to_string().contains("not allowed"), "{name}: {refused}"),
             Ok(_) => {
                 let refused = ns.wait_reason(name, "PolicyViolation").await;
@@ -211,6 +220,29 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     let message = ready_message(&hoarder);
     assert!(message.as_deref().is_some_and(|m| m.starts_with("spec.metadata: 65 KiB")), "{message:?}");
     assert!(proxy.user(&ns.user_id("hoarder")).await.is_none(), "hoarder: nothing created on the proxy");
+    // An address another user holds: the tenant is told only that the proxy refused it; the platform, in the
+    // operator's log, also who holds it.
+    let copycat = json!({
+        "proxyRef": { "name": capped.name }, "maxBudget": 5, "models": ["m1"], "userEmail": cfo.to_uppercase(),
+    });
+    users
+        .patch("copycat", &PatchParams::apply("tenant").force(), &Patch::Apply(&with_kind("copycat", copycat)))
+        .await
+        .expect("admitted");
+    let refused = ns.wait_reason("copycat", "LiteLLMRejected").await;
+    let message = ready_message(&refused).unwrap_or_default();
+    assert!(message.contains("already exists") && !message.contains(&legacy), "copycat: {message}");
+    wait_until("the operator's log to name who holds the address", DEADLINE, || async {
+        let log = operator.log_text();
+        let line = log.lines().find(|line| line.contains("spec.userEmail is already another user's"));
+        match line {
+            Some(line) if line.contains(&legacy) => Ok(()),
+            Some(line) => Err(format!("the line does not name {legacy}: {line}")),
+            None => Err("no such line yet".to_owned()),
+        }
+    })
+    .await;
+    assert!(proxy.user(&ns.user_id("copycat")).await.is_none(), "copycat: nothing created on the proxy");
     // The operator's own proxy is not reachable by name past the LiteLLMProxies the platform offers.
     ns.apply("by-name", json!({ "proxyRef": { "name": "default" } })).await;
     ns.wait_reason("by-name", "ProxyUnavailable").await;
@@ -223,17 +255,20 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     .unwrap();
     users.create(&PostParams::default(), &own).await.expect("a tenant may create its own user");
     ns.wait_condition("own", "Ready", "True").await;
+    let own_key = ns.key("own-litellm-key").await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(tenant, &ns.name);
     let patch = json!({ "data": { "LITELLM_API_KEY": ByteString(vera_key.as_bytes().to_vec()) } });
     secrets
         .patch("own-litellm-key", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("tenant writes its Secret");
-    wait_for("the planted key to be replaced", DEADLINE, || async {
-        let key = ns.key("own-litellm-key").await;
-        (key != vera_key).then_some(())
-    })
-    .await;
+    // The planted key is neither registered to the tenant's user nor revoked, and the Secret's new key waits for
+    // the least rotation interval: overwriting the Secret in a loop mints nothing.
+    let deferred = ns.wait_reason("own", "KeyReplacementDeferred").await;
+    let message = ready_message(&deferred);
+    assert!(message.as_deref().is_some_and(|m| m.contains("did not hold a key the operator issued")), "{message:?}");
+    let own_keys = proxy.user(&ns.user_id("own")).await.map(|(_, keys)| keys);
+    assert_eq!(own_keys, Some(vec![key_hash(&own_key)]), "the tenant's user has only the key it was issued");
     assert_eq!(proxy.key_works(&vera_key).await.as_deref(), Some(vera_id.as_str()), "vera's key is still vera's");
     let after = [
         proxy_state(&proxy, &vera_id).await,
@@ -244,6 +279,10 @@ async fn tenants_with_namespaced_rights_get_nothing_more() {
     assert_eq!(before, after, "the proxy holds exactly what it held before for the other tenant's users and team");
     assert_eq!(after[0].as_ref().map(|(_, keys)| keys.clone()), Some(vec![key_hash(&vera_key)]));
     assert_eq!(after[2].as_ref().map(|(_, keys)| keys.len()), Some(0), "the admin got no key");
+    // Still waiting: the planted key's Secret is never taken for one holding the user's key.
+    let own = ns.users().get("own").await.expect("read own");
+    let ready = own.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready"));
+    assert_eq!(ready.map(|c| c.reason.as_str()), Some("KeyReplacementDeferred"));
 }
 
 /// The manifests that once stopped the operator for every tenant (a rotation or key lifetime past the year
@@ -405,8 +444,9 @@ async fn tenants_namespace_quota_refuses_the_newest() {
     ns.wait_condition("third", "Ready", "True").await;
 }
 
-/// Eight rotation requests in a row mint no key at all within the least rotation interval (1h by default);
-/// and a policy tightened later stops a user where it is: reported, not changed, its key still working.
+/// Eight rotation requests in a row, or the Secret deleted five times, mint no key at all within the least
+/// rotation interval (1h by default); and a policy tightened later stops a user where it is: reported, not
+/// changed, its key still working.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn tenants_cannot_churn_keys_and_a_tightened_policy_freezes_users() {
@@ -441,6 +481,17 @@ async fn tenants_cannot_churn_keys_and_a_tightened_policy_freezes_users() {
     assert_eq!(ns.key("spender-litellm-key").await, key, "the key is unchanged");
     let (_, keys) = proxy.user(&user_id).await.expect("the user");
     assert_eq!(keys, vec![key_hash(&key)], "no key was minted");
+    // Deleting the Secret in a loop mints no key either: the new key waits for the same interval, and the
+    // current one stays the user's only key, working.
+    for _ in 0..5 {
+        let _gone_already = ns.secrets().delete("spender-litellm-key", &Default::default()).await;
+    }
+    let deferred = ns.wait_reason("spender", "KeyReplacementDeferred").await;
+    let message = ready_message(&deferred);
+    assert!(message.as_deref().is_some_and(|m| m.contains("minRotationInterval")), "{message:?}");
+    let (_, keys) = proxy.user(&user_id).await.expect("the user");
+    assert_eq!(keys, vec![key_hash(&key)], "no key was minted for the deleted Secret");
+    assert_eq!(proxy.key_works(&key).await.as_deref(), Some(user_id.as_str()), "the current key keeps working");
 
     // The platform lowers the ceiling below what the user has.
     let before = proxy_state(&proxy, &user_id).await;

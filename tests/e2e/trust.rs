@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::{
     KEY_CACHE_DEADLINE,
-    support::{DEADLINE, Operator, OperatorOptions, Proxy, Relay, TestNamespace, wait_for, wait_until},
+    support::{DEADLINE, Operator, OperatorOptions, Proxy, QUICK_REISSUE, Relay, TestNamespace, wait_for, wait_until},
 };
 use litellm_operator::reconcile::keys::key_hash;
 
@@ -49,7 +49,7 @@ async fn try_keys_of(proxy: &Proxy, user_id: &str) -> Result<Vec<String>, String
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn keys_planted_in_a_secret_are_replaced_never_registered() {
     let ns = TestNamespace::new("plant").await;
-    let _operator = Operator::start(&ns.name);
+    let _operator = Operator::start_with(&ns.name, OperatorOptions::from_env().with_policy(QUICK_REISSUE));
     let proxy = Proxy::from_env();
     ns.apply("alice", json!({})).await;
     ns.apply("bob", json!({})).await;
@@ -96,7 +96,7 @@ async fn keys_planted_in_a_secret_are_replaced_never_registered() {
 #[ignore = "needs the test bed: run hack/e2e.sh"]
 async fn a_key_swapped_on_the_proxy_is_noticed_by_the_resync() {
     let ns = TestNamespace::new("swap").await;
-    let _operator = Operator::start(&ns.name);
+    let _operator = Operator::start_with(&ns.name, OperatorOptions::from_env().with_policy(QUICK_REISSUE));
     let proxy = Proxy::from_env();
     ns.apply("carl", json!({})).await;
     ns.wait_condition("carl", "Ready", "True").await;
