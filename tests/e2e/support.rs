@@ -93,6 +93,9 @@ pub fn describe_conditions(conditions: &[Condition]) -> String {
 /// between tries.
 const PROXY_TRIES: u32 = 5;
 const PROXY_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// A starved proxy can fail database calls for several seconds in a row.
+const DATABASE_HICCUP_TRIES: u32 = 15;
+const DATABASE_HICCUP_PAUSE: Duration = Duration::from_secs(1);
 
 /// A raw client for the LiteLLM proxy, to check the proxy's side independently of the operator.
 #[derive(Clone)]
@@ -100,6 +103,13 @@ pub struct Proxy {
     pub url: String,
     master_key: String,
     http: reqwest::Client,
+}
+
+/// LiteLLM's answer when a database call failed and was rolled back: on a loaded machine its query engine
+/// expires a transaction that waited too long to run (1.108.7 `/team/member_add`, `/team/new`). Nothing was
+/// written, and the suite's own calls are tried again; the operator retries it as any 503.
+fn database_hiccup(status: u16, answer: &Value) -> bool {
+    status == 503 && answer.pointer("/error/type").and_then(Value::as_str) == Some("no_db_connection")
 }
 
 impl Proxy {
@@ -137,7 +147,8 @@ impl Proxy {
 
     /// Status and answer, or why there is none. A request that is safe to repeat is tried again after a
     /// transport error: a GET, or any request that never reached the proxy (no connection). Any other may have
-    /// acted on the proxy, so its error is returned at once.
+    /// acted on the proxy, so its error is returned at once. Any request is tried again after the proxy said
+    /// its database call failed and nothing was written ([`database_hiccup`]).
     pub async fn try_call_as(
         &self,
         key: &str,
@@ -157,7 +168,14 @@ impl Proxy {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     match response.text().await {
-                        Ok(text) => return Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text)))),
+                        Ok(text) => {
+                            let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                            if !database_hiccup(status, &answer) || tries >= DATABASE_HICCUP_TRIES {
+                                return Ok((status, answer));
+                            }
+                            tokio::time::sleep(DATABASE_HICCUP_PAUSE).await;
+                            continue;
+                        }
                         Err(err) => err,
                     }
                 }
