@@ -44,6 +44,12 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     number.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| DurationError::TooLong(bounded(text)))
 }
 
+/// A duration the CRD has already checked (a policy's, a proxy's), or `default` when it is unset. A value the
+/// CRD would refuse (stored under an older CRD) also gives `default`: the safe setting, never a failed reconcile.
+pub fn parse_or(text: Option<&str>, default: Duration) -> Duration {
+    text.and_then(|text| parse(text).ok()).unwrap_or(default)
+}
+
 /// A duration written in a spec: parsed, and no longer than [`SPEC_MAX`] (nor zero, unless `zero_allowed`).
 pub fn parse_spec(text: &str, zero_allowed: bool) -> Result<Duration, DurationError> {
     let duration = parse(text)?;
@@ -67,7 +73,7 @@ pub fn parse_flag(text: &str) -> Result<Duration, String> {
 
 /// The text as it goes into a message: a tenant's 600 KiB string does not go into a condition whole.
 fn bounded(text: &str) -> String {
-    crate::litellm::bounded_chars(text, 40)
+    crate::text::bounded_chars(text, 40)
 }
 
 #[cfg(test)]

@@ -11,3 +11,4 @@ pub mod panics;
 pub mod policy;
 pub mod proxies;
 pub mod reconcile;
+mod text;

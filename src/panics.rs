@@ -6,7 +6,7 @@ use std::{any::Any, future::Future, panic::AssertUnwindSafe};
 
 use futures::FutureExt;
 
-use crate::litellm::{bounded_chars, redact_keys};
+use crate::{litellm::redact_keys, text::bounded_chars};
 
 /// A reconcile that panicked, with the panic's message (redacted and bounded).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

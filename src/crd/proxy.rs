@@ -234,13 +234,11 @@ impl KeyPolicy {
     pub const DEFAULT_MAX_LIVE_KEYS: i32 = 3;
 
     pub fn min_rotation_interval(&self) -> std::time::Duration {
-        let set = self.min_rotation_interval.as_deref().and_then(|d| crate::duration::parse(d).ok());
-        set.unwrap_or(Self::DEFAULT_MIN_ROTATION_INTERVAL)
+        crate::duration::parse_or(self.min_rotation_interval.as_deref(), Self::DEFAULT_MIN_ROTATION_INTERVAL)
     }
 
     pub fn max_grace_period(&self) -> std::time::Duration {
-        let set = self.max_grace_period.as_deref().and_then(|d| crate::duration::parse(d).ok());
-        set.unwrap_or(Self::DEFAULT_MAX_GRACE_PERIOD)
+        crate::duration::parse_or(self.max_grace_period.as_deref(), Self::DEFAULT_MAX_GRACE_PERIOD)
     }
 
     pub fn max_live_keys(&self) -> usize {

@@ -87,7 +87,7 @@ pub(crate) fn error_message(body: &str) -> String {
         Ok(json) => message_from_json(&json).unwrap_or_else(|| body.to_owned()),
         Err(_) => body.to_owned(),
     };
-    truncate(&redact_keys(text.trim()), 512)
+    crate::text::bounded_bytes(&redact_keys(text.trim()), 512)
 }
 
 fn message_from_json(json: &Value) -> Option<String> {
@@ -122,26 +122,6 @@ fn value_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// At most `max` characters of `text`, with an ellipsis when it was longer: what of a tenant's or a proxy's text
-/// goes into a message.
-pub(crate) fn bounded_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// Replaces anything that looks like a LiteLLM key (`sk-` followed by key characters) with `sk-***`, so that
@@ -220,6 +200,6 @@ mod tests {
     #[test]
     fn truncates_on_char_boundaries() {
         let long = "é".repeat(400);
-        assert!(error_message(&long).len() <= 512 + "…".len());
+        assert!(error_message(&long).len() <= 512);
     }
 }

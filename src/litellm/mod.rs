@@ -9,6 +9,6 @@ mod error;
 mod types;
 
 pub use client::{ClientBuildError, ClientConfig, Created, DEFAULT_IDLE_TIMEOUT, Generation, LiteLlmClient, MasterKey};
+pub(crate) use error::redact_keys;
 pub use error::{ApiError, ErrorClass};
-pub(crate) use error::{bounded_chars, redact_keys};
 pub use types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord, parse_time};

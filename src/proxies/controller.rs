@@ -128,13 +128,8 @@ async fn handle(proxy: &LiteLLMProxy, ctx: &ProxyContext) -> Result<Result<Arc<P
         Ok(key) => key,
         Err(broken) => return Ok(Err(broken)),
     };
-    let timeout =
-        spec.timeout.as_deref().and_then(|t| crate::duration::parse(t).ok()).unwrap_or(Duration::from_secs(10));
-    let idle_timeout = spec
-        .idle_timeout
-        .as_deref()
-        .and_then(|t| crate::duration::parse(t).ok())
-        .unwrap_or(crate::litellm::DEFAULT_IDLE_TIMEOUT);
+    let timeout = crate::duration::parse_or(spec.timeout.as_deref(), Duration::from_secs(10));
+    let idle_timeout = crate::duration::parse_or(spec.idle_timeout.as_deref(), crate::litellm::DEFAULT_IDLE_TIMEOUT);
     let policy = serde_json::to_string(&spec.policy).unwrap_or_default();
     let fingerprint = key_hash(&format!(
         "{url}\n{}\n{}\n{timeout:?}\n{idle_timeout:?}\n{policy}",

@@ -44,7 +44,7 @@ impl Events {
             },
             action: Some("Reconcile".into()),
             reason: Some(note.reason.into()),
-            note: Some(truncate(&note.text, MAX_NOTE)),
+            note: Some(crate::text::bounded_bytes(&note.text, MAX_NOTE)),
             type_: Some(if note.warning { "Warning" } else { "Normal" }.into()),
             event_time: Some(MicroTime(now)),
             regarding: Some(reference(user)),
@@ -73,18 +73,6 @@ fn reference(user: &LiteLLMUser) -> ObjectReference {
     }
 }
 
-/// `text` cut to at most `max` bytes, on a character boundary.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,8 +80,8 @@ mod tests {
     #[test]
     fn notes_fit_the_api_servers_limit() {
         let long = "é".repeat(1000);
-        let cut = truncate(&long, MAX_NOTE);
+        let cut = crate::text::bounded_bytes(&long, MAX_NOTE);
         assert!(cut.len() <= MAX_NOTE && cut.ends_with('…'));
-        assert_eq!(truncate("short", MAX_NOTE), "short");
+        assert_eq!(crate::text::bounded_bytes("short", MAX_NOTE), "short");
     }
 }
