@@ -11,4 +11,5 @@ pub mod panics;
 pub mod policy;
 pub mod proxies;
 pub mod reconcile;
+mod sync;
 mod text;

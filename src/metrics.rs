@@ -200,7 +200,7 @@ impl Metrics {
             self.failures.get_or_create(&ReasonLabels { reason }).inc();
         }
         let key = resource_key(namespace, name);
-        let previous = self.reasons.lock().unwrap_or_else(|p| p.into_inner()).insert(key, reason);
+        let previous = crate::sync::lock(&self.reasons).insert(key, reason);
         if previous != Some(reason) {
             if let Some(previous) = previous {
                 self.resources.get_or_create(&ReasonLabels { reason: previous }).dec();
@@ -215,7 +215,7 @@ impl Metrics {
     /// Forgets a deleted resource.
     pub fn forget_resource(&self, namespace: &str, name: &str) {
         let key = resource_key(namespace, name);
-        if let Some(reason) = self.reasons.lock().unwrap_or_else(|p| p.into_inner()).remove(&key) {
+        if let Some(reason) = crate::sync::lock(&self.reasons).remove(&key) {
             self.resources.get_or_create(&ReasonLabels { reason }).dec();
         }
         if let Some(users) = &self.users {
@@ -289,7 +289,7 @@ const SERIES_PER_CHUNK: usize = 1024;
 
 impl UserSeries {
     fn lock(&self) -> MutexGuard<'_, ByNamespace> {
-        self.by_namespace.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.by_namespace)
     }
 
     /// Spend is kept when a reconcile did not read it; a budget that is gone removes its series.

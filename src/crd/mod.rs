@@ -16,9 +16,6 @@ pub use cached::{CachedUser, MAX_SPEC_METADATA_BYTES, Unreadable};
 pub use proxy::*;
 pub use user::*;
 
-/// API group of the operator's resources.
-pub const GROUP: &str = "litellm-operator.io";
-
 /// CEL: a duration of a spec (`30d`, `1mo`) is at most 10 years, [`crate::duration::SPEC_MAX`]. Strings the
 /// field's pattern refuses pass this rule, so that the API server reports only the pattern for them.
 const DURATION_AT_MOST_TEN_YEARS: &str = "!self.matches('^[0-9]+(s|m|h|d|w|mo)$') || \

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 
 use super::{
     error::{ApiError, error_message},
-    types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord},
+    types::{ActivityTotals, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord},
 };
 
 /// The proxy's master key. Its `Debug` and `Display` never show the value.
@@ -236,16 +236,6 @@ impl LiteLlmClient {
         }
         let body = self.call(EP, Method::GET, &query, None).await?;
         parse(EP, &body)
-    }
-
-    /// `GET /key/info` by the key's hash: the key's record, or `None` when the proxy has no such key.
-    pub async fn key_info(&self, hash: &str) -> Result<Option<KeyRecord>, ApiError> {
-        const EP: &str = "/key/info";
-        match self.call(EP, Method::GET, &[("key", hash)], None).await {
-            Ok(body) => Ok(parse::<KeyInfo>(EP, &body)?.info),
-            Err(err) if err.status() == Some(404) => Ok(None),
-            Err(err) => Err(err),
-        }
     }
 
     /// `POST /key/update` of the key with this hash.

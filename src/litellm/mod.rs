@@ -11,4 +11,4 @@ mod types;
 pub use client::{ClientBuildError, ClientConfig, Created, DEFAULT_IDLE_TIMEOUT, Generation, LiteLlmClient, MasterKey};
 pub(crate) use error::redact_keys;
 pub use error::{ApiError, ErrorClass};
-pub use types::{ActivityTotals, KeyInfo, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord, parse_time};
+pub use types::{ActivityTotals, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord, parse_time};

@@ -108,13 +108,6 @@ pub struct KeyListPage {
     pub total_pages: i64,
 }
 
-/// `GET /key/info`: the key's row is `info`.
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct KeyInfo {
-    #[serde(default, deserialize_with = "null_default")]
-    pub info: Option<KeyRecord>,
-}
-
 /// Totals of `GET /user/daily/activity` (its `metadata` object). LiteLLM totals each page on its own, and says
 /// whether more pages follow.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]

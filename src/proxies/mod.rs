@@ -16,6 +16,7 @@ use crate::{
     crd::ProxyPolicy,
     litellm::LiteLlmClient,
     reconcile::{claim::Claims, directory::Directory},
+    sync::{read, write},
 };
 
 /// The name under which the proxy of the operator's flags is recorded in `status.proxy` (a spec cannot name it:
@@ -159,14 +160,6 @@ impl Registry {
             defaults.sort();
         }
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use tracing::{debug, warn};
 
 use super::desired;
 use crate::litellm::{ApiError, KeyRecord, LiteLlmClient, UserRecord, parse_time};
+use crate::sync::lock;
 
 /// Users or keys per page: the most LiteLLM allows.
 const PAGE_SIZE: i64 = 100;
@@ -249,10 +250,6 @@ fn unpack_keys(packed: &[u8]) -> Option<Vec<KeyRecord>> {
     Some(packed.into_iter().map(key).collect())
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Whether a field of a user record reads back the same when it is left out.
 fn is_empty(value: &Value) -> bool {
     match value {
@@ -370,7 +367,7 @@ impl Directory {
     }
 
     fn current(&self) -> Option<Arc<Snapshot>> {
-        self.snapshot.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        crate::sync::read(&self.snapshot).clone()
     }
 
     /// Takes a snapshot at once, then one every `interval` (at a steady rate: a slow refresh does not push the
@@ -476,7 +473,7 @@ impl Directory {
         }
         let users = managed.into_iter().map(|(user_id, kept)| (user_id.into_boxed_str(), kept.freeze())).collect();
         debug!(missing_user_pages, ?reading, "listed LiteLLM users and keys");
-        *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+        *crate::sync::write(&self.snapshot) =
             Some(Arc::new(Snapshot { taken, taken_by_proxy, users, keys_complete, keys_read }));
         Ok(())
     }

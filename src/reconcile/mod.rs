@@ -192,7 +192,7 @@ impl Context {
     }
 
     fn next_backoff(&self, user: &LiteLLMUser, at_least: Option<Duration>) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = crate::sync::lock(&self.failures);
         let count = failures.entry(resource_key(user)).or_insert(0);
         *count = count.saturating_add(1);
         let exponential = Duration::from_millis(500).saturating_mul(1 << (*count - 1).min(16));
@@ -200,18 +200,18 @@ impl Context {
     }
 
     fn forget_failures(&self, user: &LiteLLMUser) {
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&resource_key(user));
+        crate::sync::lock(&self.failures).remove(&resource_key(user));
     }
 
     fn in_sync(&self, user: &LiteLLMUser) -> Option<InSync> {
-        let last = self.last_in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last = crate::sync::lock(&self.last_in_sync);
         last.get(&resource_key(user)).copied()
     }
 
     /// Remembers (or forgets) that `user` is in sync with `status` as stored, and the Secret version this
     /// reconcile wrote, if any.
     fn remember_in_sync(&self, user: &LiteLLMUser, status: Option<&LiteLLMUserStatus>, secret_written: Option<&str>) {
-        let mut last = self.last_in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = crate::sync::lock(&self.last_in_sync);
         match status {
             Some(status) => last.insert(
                 resource_key(user),

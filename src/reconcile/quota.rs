@@ -65,7 +65,7 @@ impl Ledger {
             listed(store).await?;
         }
         let tally = {
-            let mut counted = self.counted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut counted = crate::sync::lock(&self.counted);
             // A count that has this resource has every older one too: one watch delivers objects in the order
             // they were written. One that does not may lack older ones created since, and is taken again.
             let fresh = |tally: &Tally| tally.has(user);

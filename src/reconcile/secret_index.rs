@@ -79,7 +79,7 @@ fn key_of(meta: &ObjectMeta) -> Box<str> {
 impl SecretIndex {
     /// The Secret `namespace/name`, if the watch has seen it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<KnownSecret> {
-        self.secrets.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key(namespace, name)).cloned()
+        crate::sync::read(&self.secrets).get(&key(namespace, name)).cloned()
     }
 
     /// Waits until the watch has listed every Secret once (at most until [`FIRST_LISTING_WAIT`] after start-up):
@@ -95,7 +95,7 @@ impl SecretIndex {
 
     /// Takes in one event of the Secrets' metadata watch.
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
-        let mut relisting = self.relisting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut relisting = crate::sync::lock(&self.relisting);
         match event {
             watcher::Event::Init => *relisting = Some(HashMap::new()),
             watcher::Event::InitApply(secret) => {
@@ -104,15 +104,15 @@ impl SecretIndex {
             watcher::Event::InitDone => {
                 let mut listed = relisting.take().unwrap_or_default();
                 listed.shrink_to_fit();
-                *self.secrets.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = listed;
+                *crate::sync::write(&self.secrets) = listed;
                 self.listed.send_replace(true);
             }
             watcher::Event::Apply(secret) => {
-                let mut secrets = self.secrets.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut secrets = crate::sync::write(&self.secrets);
                 secrets.insert(key_of(&secret.metadata), KnownSecret::of(&secret.metadata));
             }
             watcher::Event::Delete(secret) => {
-                let mut secrets = self.secrets.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut secrets = crate::sync::write(&self.secrets);
                 secrets.remove(&key_of(&secret.metadata));
             }
         }
