@@ -19,7 +19,8 @@ pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 /// True while the user's spend has reached `spec.softBudget`.
 pub const SOFT_BUDGET_EXCEEDED: &str = "SoftBudgetExceeded";
 
-/// Why a resource is where it is: the `reason` of its `Ready` condition.
+/// Why a resource is where it is: the `reason` of its `Ready` condition, and (the last three) of the conditions
+/// beside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     /// The LiteLLM user, its key and the Secret match the spec.
@@ -51,6 +52,12 @@ pub enum Reason {
     OperatorError,
     /// The proxy named (or the default one) does not exist or cannot be used.
     ProxyUnavailable,
+    /// `FieldsNotCleared`: LiteLLM cannot clear a field the spec no longer sets.
+    NotClearable,
+    /// `BudgetExceeded`, `SoftBudgetExceeded`: spend has reached the budget.
+    SpendReachedBudget,
+    /// `BudgetExceeded`, `SoftBudgetExceeded`: spend is below the budget.
+    WithinBudget,
 }
 
 impl Reason {
@@ -70,7 +77,51 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::OperatorError => "OperatorError",
             Reason::ProxyUnavailable => "ProxyUnavailable",
+            Reason::NotClearable => "NotClearable",
+            Reason::SpendReachedBudget => "SpendReachedBudget",
+            Reason::WithinBudget => "WithinBudget",
         }
+    }
+}
+
+/// Why an Event was recorded: a change the operator made, or (for a Warning) the reason of an outcome other than
+/// in sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventReason {
+    Created,
+    Adopted,
+    Updated,
+    TeamsChanged,
+    KeyIssued,
+    KeyRotated,
+    KeyTakenBack,
+    KeyRevoked,
+    BudgetExceeded,
+    SoftBudgetExceeded,
+    Outcome(Reason),
+}
+
+impl EventReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::Created => "Created",
+            EventReason::Adopted => "Adopted",
+            EventReason::Updated => "Updated",
+            EventReason::TeamsChanged => "TeamsChanged",
+            EventReason::KeyIssued => "KeyIssued",
+            EventReason::KeyRotated => "KeyRotated",
+            EventReason::KeyTakenBack => "KeyTakenBack",
+            EventReason::KeyRevoked => "KeyRevoked",
+            EventReason::BudgetExceeded => "BudgetExceeded",
+            EventReason::SoftBudgetExceeded => "SoftBudgetExceeded",
+            EventReason::Outcome(reason) => reason.as_str(),
+        }
+    }
+}
+
+impl PartialEq<&str> for EventReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -182,12 +233,21 @@ pub fn conditions(
              Set them in the spec again, or clear them in LiteLLM.",
             extras.uncleared.join(", ")
         );
-        out.push(condition(previous, FIELDS_NOT_CLEARED, "True", "NotClearable", &message, generation, now));
+        out.push(condition(
+            previous,
+            FIELDS_NOT_CLEARED,
+            "True",
+            Reason::NotClearable.as_str(),
+            &message,
+            generation,
+            now,
+        ));
     }
     for (type_, state) in [(BUDGET_EXCEEDED, &extras.budget), (SOFT_BUDGET_EXCEEDED, &extras.soft_budget)] {
         if let Some((exceeded, message)) = state {
-            let (status, reason) = if *exceeded { ("True", "SpendReachedBudget") } else { ("False", "WithinBudget") };
-            out.push(condition(previous, type_, status, reason, message, generation, now));
+            let (status, reason) =
+                if *exceeded { ("True", Reason::SpendReachedBudget) } else { ("False", Reason::WithinBudget) };
+            out.push(condition(previous, type_, status, reason.as_str(), message, generation, now));
         }
     }
     out

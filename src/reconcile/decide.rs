@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     Settings, claim,
-    conditions::{self, Extras, Outcome, Reason},
+    conditions::{self, EventReason, Extras, Outcome, Reason},
     desired::{self, Changes},
     observe::{ClaimView, ProxyView, SecretView, World},
 };
@@ -112,20 +112,26 @@ pub struct Issue {
     pub register: Value,
 }
 
+/// An Event to record about the resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: EventReason,
     pub text: String,
 }
 
 impl Note {
-    fn normal(reason: &'static str, text: String) -> Self {
+    fn normal(reason: EventReason, text: String) -> Self {
         Note { warning: false, reason, text }
     }
 
-    fn warning(reason: &'static str, text: String) -> Self {
+    fn warning(reason: EventReason, text: String) -> Self {
         Note { warning: true, reason, text }
+    }
+
+    /// The Warning that reports an outcome other than in sync.
+    pub fn outcome(outcome: &Outcome) -> Self {
+        Note { warning: true, reason: EventReason::Outcome(outcome.reason()), text: outcome.message().into() }
     }
 }
 
@@ -181,15 +187,15 @@ pub fn decide(f: &Facts) -> Decision {
                 true => format!("Created LiteLLM user {user_id} with a key in Secret {}", user.key_secret_name()),
                 false => format!("Created LiteLLM user {user_id}"),
             };
-            plan.events.push(Note::normal("Created", note));
+            plan.events.push(Note::normal(EventReason::Created, note));
             (record, Vec::new(), true, false)
         }
         ProxyView::Present { record, keys, from_snapshot } => {
             match ownership(f, record) {
                 Ownership::Ours => {}
-                Ownership::Adopt => {
-                    plan.events.push(Note::normal("Adopted", format!("Adopted existing LiteLLM user {user_id}")))
-                }
+                Ownership::Adopt => plan
+                    .events
+                    .push(Note::normal(EventReason::Adopted, format!("Adopted existing LiteLLM user {user_id}"))),
                 Ownership::Stalled(reason, message) => {
                     return Decision::Act(Box::new(stalled(f, status, reason, message)));
                 }
@@ -220,11 +226,12 @@ pub fn decide(f: &Facts) -> Decision {
             spec_changed,
         );
         if let Some(_update) = &plan.changes.update {
-            plan.events.push(Note::normal("Updated", format!("Updated {}", plan.changes.changed.join(", "))));
+            plan.events
+                .push(Note::normal(EventReason::Updated, format!("Updated {}", plan.changes.changed.join(", "))));
         }
         if !plan.changes.join_teams.is_empty() || !plan.changes.leave_teams.is_empty() {
             let teams = user.spec.teams.clone().unwrap_or_default().join(", ");
-            plan.events.push(Note::normal("TeamsChanged", format!("Teams are now {teams}")));
+            plan.events.push(Note::normal(EventReason::TeamsChanged, format!("Teams are now {teams}")));
         }
     }
 
@@ -414,7 +421,7 @@ fn keys(
             if matches!(found, Found::TakeBack(_)) {
                 plan.take_back = true;
                 notes.push(Note::normal(
-                    "KeyTakenBack",
+                    EventReason::KeyTakenBack,
                     format!("Took back Secret {name} and its key ({})", short(hash)),
                 ));
             }
@@ -429,7 +436,7 @@ fn keys(
                 retiring.push(RetiringKey { hash: hash.to_owned(), revoke_at: revoke_at.to_string() });
                 let why = if on_request { "on request" } else { "on schedule" };
                 notes.push(Note::normal(
-                    "KeyRotated",
+                    EventReason::KeyRotated,
                     format!(
                         "Rotated the key in Secret {name} {why}: new key {}, the old key ({}) works until {revoke_at}",
                         short(f.fresh_key),
@@ -463,7 +470,7 @@ fn keys(
                 _ => {
                     if !creating {
                         notes.push(Note::normal(
-                            "KeyIssued",
+                            EventReason::KeyIssued,
                             format!("Issued a new key ({}) into Secret {name}: {why}", short(f.fresh_key)),
                         ));
                     }
@@ -534,7 +541,7 @@ fn keys(
     }
     if !revoke_now.is_empty() {
         let hashes: Vec<&str> = revoke_now.iter().map(|h| short(h)).collect();
-        notes.push(Note::normal("KeyRevoked", format!("Revoked keys {}", hashes.join(", "))));
+        notes.push(Note::normal(EventReason::KeyRevoked, format!("Revoked keys {}", hashes.join(", "))));
     }
     plan.revoke = revoke_now;
 
@@ -633,12 +640,12 @@ fn budget_notes(f: &Facts, record: &UserRecord) -> Vec<Note> {
     if let Some((true, message)) = budget(record)
         && !was(conditions::BUDGET_EXCEEDED)
     {
-        notes.push(Note::warning("BudgetExceeded", message));
+        notes.push(Note::warning(EventReason::BudgetExceeded, message));
     }
     if let Some((true, message)) = soft_budget(f, record)
         && !was(conditions::SOFT_BUDGET_EXCEEDED)
     {
-        notes.push(Note::warning("SoftBudgetExceeded", message));
+        notes.push(Note::warning(EventReason::SoftBudgetExceeded, message));
     }
     notes
 }

@@ -43,7 +43,7 @@ impl Events {
                 ..ObjectMeta::default()
             },
             action: Some("Reconcile".into()),
-            reason: Some(note.reason.into()),
+            reason: Some(note.reason.as_str().into()),
             note: Some(crate::text::bounded_bytes(&note.text, MAX_NOTE)),
             type_: Some(if note.warning { "Warning" } else { "Normal" }.into()),
             event_time: Some(MicroTime(now)),

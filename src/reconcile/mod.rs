@@ -419,8 +419,7 @@ async fn finish(
 ) -> Result<Action, Error> {
     let was = conditions::find(&previous.conditions, conditions::READY).map(|c| c.reason.clone());
     if outcome != Outcome::Ready && was.as_deref() != Some(outcome.reason().as_str()) {
-        ctx.events
-            .publish(user, &Note { warning: true, reason: outcome.reason().as_str(), text: outcome.message().into() });
+        ctx.events.publish(user, &Note::outcome(&outcome));
     }
     let stored = match status != *written {
         true => write_status(ctx, user, &status).await?,
@@ -599,8 +598,7 @@ async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
             let outcome = Outcome::Progressing { reason: Reason::DeletionBlocked, message };
             let was = conditions::find(&previous.conditions, conditions::READY).map(|c| c.reason.clone());
             if was.as_deref() != Some(Reason::DeletionBlocked.as_str()) {
-                ctx.events
-                    .publish(user, &Note { warning: true, reason: "DeletionBlocked", text: outcome.message().into() });
+                ctx.events.publish(user, &Note::outcome(&outcome));
             }
             let status = failed_status(user, &previous, &outcome);
             if status != previous
