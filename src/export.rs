@@ -122,7 +122,7 @@ pub fn manifest(record: &UserRecord, name: &str, options: &Options) -> Exported 
     spec.proxy_ref = options.proxy_ref.clone().map(|name| ProxyRef { name });
 
     // The mapping is meant to be exact; whatever would still differ is left to the proxy, never changed.
-    let marker = desired::owner_marker(&options.namespace, name);
+    let marker = desired::owner_marker(&format!("{}/{name}", options.namespace));
     let changes = desired::changes(&spec, &user_id, &marker, record, &[], &[], true);
     for field in changes.changed {
         forget(&mut spec, field);
@@ -519,7 +519,7 @@ mod tests {
             let id = record.user_id.clone().unwrap();
             let exported = export(std::slice::from_ref(&record), &options()).users.remove(0);
             let user = &exported.user;
-            let marker = desired::owner_marker("team-a", &user.metadata.name.clone().unwrap());
+            let marker = desired::owner_marker(&format!("team-a/{}", user.metadata.name.clone().unwrap()));
             // As the first reconcile of the adopted resource sees it: nothing managed yet, the spec new.
             let changes = desired::changes(&user.spec, &id, &marker, &record, &[], &[], true);
             assert_eq!(changes, desired::Changes::default(), "{id}: {:?}", user.spec);
@@ -579,7 +579,7 @@ mod tests {
     #[test]
     fn managed_users_are_left_out_unless_asked_for_and_filters_select() {
         let mut managed = record(json!({ "user_id": "team-a.zed" }));
-        managed.metadata.insert(desired::OWNER_METADATA_KEY.into(), desired::owner_marker("team-a", "zed"));
+        managed.metadata.insert(desired::OWNER_METADATA_KEY.into(), desired::owner_marker("team-a/zed"));
         let mut all = records();
         all.push(managed);
         let out = export(&all, &options());

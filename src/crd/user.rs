@@ -489,6 +489,11 @@ impl LiteLLMUser {
         }
     }
 
+    /// `<namespace>/<name>`: how the operator names the resource in claims, owner marks and its own memories.
+    pub fn namespaced_name(&self) -> String {
+        format!("{}/{}", self.metadata.namespace.as_deref().unwrap_or_default(), self.name_any())
+    }
+
     /// The resource's name as a label value (at most 63 characters), for labelling what belongs to it.
     pub fn label_value(&self) -> String {
         bounded_name(&self.name_any(), "", 63)

@@ -129,8 +129,7 @@ pub async fn run(
         info!(user_id, count = plan.key.revoke.len(), "revoked keys");
     }
     if let Some(previous) = &plan.delete_previous_secret {
-        let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-        let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+        let secrets: Api<Secret> = ctx.api_in(user)?;
         match secrets.delete(previous, &Default::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -166,8 +165,7 @@ async fn write_secret(
     found: &SecretView,
     key: Option<&FreshKey>,
 ) -> Result<String, Error> {
-    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let secrets: Api<Secret> = ctx.api_in(user)?;
     let name = user.key_secret_name();
     let user_id = user.litellm_user_id();
     let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };

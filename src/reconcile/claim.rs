@@ -117,7 +117,7 @@ impl Claims {
 
 /// How a claim names its holder.
 pub fn holder(user: &LiteLLMUser) -> String {
-    format!("{}/{}", user.namespace().unwrap_or_default(), user.name_any())
+    user.namespaced_name()
 }
 
 impl Claim {

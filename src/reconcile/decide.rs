@@ -170,7 +170,7 @@ pub fn decide(f: &Facts) -> Decision {
         }
     }
 
-    let marker = desired::owner_marker(&user.namespace().unwrap_or_default(), &user.name_any());
+    let marker = desired::owner_marker(&user.namespaced_name());
     let mut plan = Plan::default();
     let (record, proxy_keys, creating, from_snapshot) = match &f.world.proxy {
         ProxyView::NotRead => return Decision::LookCloser,

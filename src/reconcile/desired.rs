@@ -14,9 +14,9 @@ pub const OWNER_METADATA_KEY: &str = "litellm-operator";
 const MODEL_RPM_KEY: &str = "model_rpm_limit";
 const MODEL_TPM_KEY: &str = "model_tpm_limit";
 
-/// The resource a LiteLLM user belongs to, as written into its metadata.
-pub fn owner_marker(namespace: &str, name: &str) -> Value {
-    json!({ "owner": format!("{namespace}/{name}") })
+/// The resource a LiteLLM user belongs to (`<namespace>/<name>`), as written into its metadata.
+pub fn owner_marker(namespaced_name: &str) -> Value {
+    json!({ "owner": namespaced_name })
 }
 
 /// Who manages a LiteLLM user, according to its metadata.
@@ -366,7 +366,7 @@ mod tests {
     use crate::crd::{ModelBudget, NonNegativeInt, ObjectPermission, UserRole};
 
     fn marker() -> Value {
-        owner_marker("team-a", "alice")
+        owner_marker("team-a/alice")
     }
 
     fn full_spec() -> LiteLLMUserSpec {
@@ -527,7 +527,7 @@ mod tests {
     #[test]
     fn a_user_marked_by_someone_else_is_marked_anew_only_along_with_a_change() {
         let mut actual = stored(&LiteLLMUserSpec::default());
-        actual.metadata.insert(OWNER_METADATA_KEY.to_owned(), owner_marker("team-b", "gone"));
+        actual.metadata.insert(OWNER_METADATA_KEY.to_owned(), owner_marker("team-b/gone"));
         let unchanged = changes(&LiteLLMUserSpec::default(), "u", &marker(), &actual, &[], &[], false);
         assert_eq!(unchanged.update, None);
         let spec = LiteLLMUserSpec { tpm_limit: Some(7), ..Default::default() };

@@ -145,7 +145,7 @@ struct InSync {
 /// What the operator's own memories of a resource are filed under: its namespace and name, in one string (an
 /// `ObjectRef` would hold four).
 fn resource_key(user: &LiteLLMUser) -> Box<str> {
-    format!("{}/{}", user.metadata.namespace.as_deref().unwrap_or_default(), user.name_any()).into_boxed_str()
+    user.namespaced_name().into_boxed_str()
 }
 
 /// A compact fingerprint, so that the memory of 100,000 resources stays small.
@@ -157,6 +157,16 @@ fn fingerprint<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
 }
 
 impl Context {
+    /// The API of `K` objects in the resource's namespace.
+    pub(crate) fn api_in<K>(&self, user: &LiteLLMUser) -> Result<Api<K>, Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
+        Ok(Api::namespaced(self.kube.clone(), &namespace))
+    }
+
     pub fn new(
         kube: kube::Client,
         proxies: Arc<Registry>,
@@ -238,8 +248,7 @@ impl Context {
 #[instrument(skip_all, fields(namespace = user.namespace(), name = user.name_any()))]
 pub async fn reconcile(user: Arc<LiteLLMUser>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-    let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let api: Api<LiteLLMUser> = ctx.api_in(&user)?;
     let adds_finalizer = user.meta().deletion_timestamp.is_none() && !user.finalizers().iter().any(|f| f == FINALIZER);
     let mut result = finalizer(&api, FINALIZER, user.clone(), |event| async {
         match event {
@@ -502,8 +511,7 @@ async fn converge(
             || plan.key.take_back;
         if risky && !read_latest {
             read_latest = true;
-            let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-            let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
+            let api: Api<LiteLLMUser> = ctx.api_in(user)?;
             let latest = api.get_opt(&user.name_any()).await.map_err(kube_err("read the resource"))?;
             // Gone, going, or not yet holding the finalizer that makes deleting it wait for a cleanup: creating
             // anything for it now could leave that behind.
@@ -562,8 +570,7 @@ async fn write_status(
     user: &LiteLLMUser,
     status: &LiteLLMUserStatus,
 ) -> Result<Option<LiteLLMUserStatus>, Error> {
-    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-    let api: Api<LiteLLMUser> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let api: Api<LiteLLMUser> = ctx.api_in(user)?;
     let patch = json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "status": status });
     let stored = api
         .patch_status(&user.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
@@ -642,8 +649,7 @@ async fn delete_user(proxy: &Proxy, user_id: &str) -> Result<(), Error> {
 /// Removes this resource's owner reference from its key Secret, so garbage collection keeps it. The Secret
 /// keeps the operator's labels, so a new resource of the same name can take it back, key and all.
 async fn release_secret(user: &LiteLLMUser, ctx: &Context) -> Result<(), Error> {
-    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let secrets: Api<Secret> = ctx.api_in(user)?;
     let name = user.status.as_ref().and_then(|s| s.key_secret_name.clone()).unwrap_or_else(|| user.key_secret_name());
     let Some(secret) = secrets.get_opt(&name).await.map_err(kube_err("read the key Secret"))? else { return Ok(()) };
     let uid = user.metadata.uid.clone().unwrap_or_default();

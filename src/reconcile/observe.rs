@@ -266,8 +266,7 @@ async fn secret(ctx: &Context, user: &LiteLLMUser, status: &LiteLLMUserStatus) -
             secret: None,
         });
     }
-    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let secrets: Api<Secret> = ctx.api_in(user)?;
     let Some(secret) = secrets.get_opt(&name).await.map_err(super::kube_err("read the key Secret"))? else {
         return Ok(SecretView::Absent);
     };
@@ -290,8 +289,7 @@ async fn controls_secret(ctx: &Context, user: &LiteLLMUser, name: &str) -> Resul
     if let Some(known) = ctx.known_secret(user, name) {
         return Ok(known.controlled_by(user));
     }
-    let namespace = user.namespace().ok_or(Error::MissingNamespace)?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let secrets: Api<Secret> = ctx.api_in(user)?;
     let found: Option<PartialObjectMeta<Secret>> =
         secrets.get_metadata_opt(name).await.map_err(super::kube_err("read a key Secret's metadata"))?;
     Ok(found.is_some_and(|meta| controlled_by(&meta.metadata, user)))
