@@ -18,7 +18,8 @@ use crate::{
         DeletionPolicy, LiteLLMUser, LiteLLMUserSpec, ModelBudget, NonNegativeInt, ProxyRef, UnmanagedKeys, UserRole,
     },
     litellm::{ApiError, LiteLlmClient, UserRecord},
-    reconcile::{desired, keys::key_hash},
+    reconcile::desired,
+    text::sha256_hex,
 };
 
 /// Users per page of `/user/list`: the most LiteLLM allows.
@@ -377,7 +378,7 @@ fn clean_name(text: &str) -> String {
 }
 
 fn hashed_name(name: &str, id: &str) -> String {
-    let tag = &key_hash(id)[..8];
+    let tag = &sha256_hex(id)[..8];
     let room = MAX_NAME - tag.len() - 1;
     let head = name[..name.len().min(room)].trim_end_matches(['-', '.']);
     match head.is_empty() {

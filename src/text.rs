@@ -1,4 +1,13 @@
-//! Bounds on text that goes from a tenant or a proxy into a message: a condition, an Event, a log line.
+//! Text helpers: bounds on text that goes from a tenant or a proxy into a message (a condition, an Event, a log
+//! line), and the digest that names things derived from text.
+
+use sha2::{Digest, Sha256};
+
+/// The hex SHA-256 of `text`: a stable, fixed-length name for it (LiteLLM's id of a key, an object name
+/// derived from a longer one, a fingerprint of a configuration).
+pub(crate) fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// At most `max` characters of `text`, with an ellipsis when it was longer.
 pub(crate) fn bounded_chars(text: &str, max: usize) -> String {

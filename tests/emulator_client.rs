@@ -80,7 +80,7 @@ async fn directory_reads_only_the_newest_keys_and_rereads_users_whose_keys_went(
         client.user_new(&marked).await.expect("created");
         let key = format!("sk-directory-test-key-{i:04}-0123456789abcdefghijklmnop");
         client.key_register(&user_id, &key, &json!({})).await.expect("registered");
-        hashes.push(litellm_operator::reconcile::keys::key_hash(&key));
+        hashes.push(litellm_operator::litellm::key_hash(&key));
     }
     // The emulator's clock moves on below; the operator's does not, so no overlap is needed to tell old from new.
     let directory = Directory::with_key_overlap(Duration::ZERO);

@@ -59,7 +59,7 @@ pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
     if base.len() + suffix.len() <= max {
         return format!("{base}{suffix}");
     }
-    let digest = crate::reconcile::keys::key_hash(base);
+    let digest = crate::text::sha256_hex(base);
     let tag = &digest[..10];
     let room = max.saturating_sub(suffix.len() + tag.len() + 1);
     let head = base[..room.min(base.len())].trim_end_matches(['-', '.']);

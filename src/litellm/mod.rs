@@ -12,3 +12,8 @@ pub use client::{ClientBuildError, ClientConfig, Created, DEFAULT_IDLE_TIMEOUT, 
 pub(crate) use error::redact_keys;
 pub use error::{ApiError, ErrorClass};
 pub use types::{ActivityTotals, KeyListPage, KeyRecord, UserInfo, UserListPage, UserRecord, parse_time};
+
+/// LiteLLM's id for a key (the `token` of its key records): the hex SHA-256 of the key.
+pub fn key_hash(key: &str) -> String {
+    crate::text::sha256_hex(key)
+}

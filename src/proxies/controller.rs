@@ -20,7 +20,8 @@ use crate::{
     crd::{LiteLLMProxy, LiteLLMProxyStatus},
     litellm::{ClientConfig, LiteLlmClient, MasterKey},
     metrics::Metrics,
-    reconcile::{FIELD_MANAGER, claim::Claims, conditions, keys::key_hash},
+    reconcile::{FIELD_MANAGER, claim::Claims, conditions},
+    text::sha256_hex,
 };
 
 /// How often a proxy is looked at again: its reachability, and its master key Secret.
@@ -131,9 +132,9 @@ async fn handle(proxy: &LiteLLMProxy, ctx: &ProxyContext) -> Result<Result<Arc<P
     let timeout = crate::duration::parse_or(spec.timeout.as_deref(), Duration::from_secs(10));
     let idle_timeout = crate::duration::parse_or(spec.idle_timeout.as_deref(), crate::litellm::DEFAULT_IDLE_TIMEOUT);
     let policy = serde_json::to_string(&spec.policy).unwrap_or_default();
-    let fingerprint = key_hash(&format!(
+    let fingerprint = sha256_hex(&format!(
         "{url}\n{}\n{}\n{timeout:?}\n{idle_timeout:?}\n{policy}",
-        key_hash(&master_key),
+        sha256_hex(&master_key),
         spec.ca_bundle.as_deref().unwrap_or_default()
     ));
     if let Some(current) = ctx.registry.current(&name, &fingerprint) {

@@ -14,7 +14,7 @@ use kube::{
     api::{DeleteParams, ObjectMeta, PostParams, Preconditions},
 };
 
-use super::{Error, FIELD_MANAGER, keys};
+use super::{Error, FIELD_MANAGER};
 use crate::crd::LiteLLMUser;
 
 /// Annotation on a claim: the LiteLLM user id it is for.
@@ -56,7 +56,7 @@ impl Claims {
 
     /// The claim's name: a hash, since user ids may hold any character and be of any length.
     fn name(&self, user_id: &str) -> String {
-        let digest = keys::key_hash(&format!("{}\n{user_id}", self.proxy));
+        let digest = crate::text::sha256_hex(&format!("{}\n{user_id}", self.proxy));
         format!("litellm-user-{}", &digest[..40])
     }
 

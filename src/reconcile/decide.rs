@@ -666,7 +666,7 @@ fn usage_due(f: &Facts, record: &UserRecord) -> bool {
 
 /// A stable offset in `[0, range)` for this resource.
 fn spread(user: &LiteLLMUser, range: Duration) -> Duration {
-    let seed = super::keys::key_hash(&user.uid().unwrap_or_default());
+    let seed = crate::text::sha256_hex(&user.uid().unwrap_or_default());
     let fraction = u64::from_str_radix(&seed[..8], 16).unwrap_or_default() as f64 / u32::MAX as f64;
     range.mul_f64(fraction.clamp(0.0, 1.0))
 }

@@ -8,7 +8,8 @@ use serde_json::{Map, json};
 use super::*;
 use crate::{
     crd::{DeletionPolicy, KeySpec, LiteLLMUserSpec, RotationSpec, UnmanagedKeys},
-    reconcile::{conditions::READY, keys::key_hash},
+    litellm::key_hash,
+    reconcile::conditions::READY,
 };
 
 const NOW: i64 = 1_800_000_000;

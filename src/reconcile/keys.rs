@@ -5,12 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::{crd::LiteLLMUser, litellm::key_hash};
 use base64::Engine;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Resource, ResourceExt, api::ObjectMeta};
-use sha2::{Digest, Sha256};
-
-use crate::crd::LiteLLMUser;
 
 /// Secret data key holding the API key.
 pub const API_KEY: &str = "LITELLM_API_KEY";
@@ -56,12 +54,6 @@ impl std::fmt::Debug for FreshKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "FreshKey({})", &self.hash[..12])
     }
-}
-
-/// LiteLLM's id for a key: the hex SHA-256 of the key.
-pub fn key_hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The hash of the key a Secret holds, if it holds anything that looks like a key. Whether the key is

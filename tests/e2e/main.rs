@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use support::{DEADLINE, Operator, OperatorOptions, Proxy, QUICK_REISSUE, Relay, TestNamespace, wait_for, wait_until};
 
 fn support_hash(key: &str) -> String {
-    litellm_operator::reconcile::keys::key_hash(key)
+    litellm_operator::litellm::key_hash(key)
 }
 
 /// The older proxy generation (1.74 to 1.80.7): 200 stubs for unknown users, nulls ignored on update.

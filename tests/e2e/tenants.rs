@@ -10,7 +10,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use litellm_operator::{crd::LiteLLMUser, reconcile::keys::key_hash};
+use litellm_operator::{crd::LiteLLMUser, litellm::key_hash};
 use serde_json::{Value, json};
 
 use crate::{

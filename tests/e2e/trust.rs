@@ -19,7 +19,7 @@ use crate::{
     KEY_CACHE_DEADLINE,
     support::{DEADLINE, Operator, OperatorOptions, Proxy, QUICK_REISSUE, Relay, TestNamespace, wait_for, wait_until},
 };
-use litellm_operator::reconcile::keys::key_hash;
+use litellm_operator::litellm::key_hash;
 
 /// Whether the resource's Ready condition is True right now, or why the API server could not say.
 async fn is_ready(ns: &TestNamespace, name: &str) -> Result<bool, String> {
