@@ -13,7 +13,8 @@
 # and KUBE_TESTBED_PORT / KUBE_TESTBED_ETCD_PORT (hack/kube-testbed.sh) to share the machine with other beds.
 # E2E_THREADS (default 6) tests run at once, E2E_THREADS_OLDER (default 3) beside a proxy of the older generation.
 # E2E_ONLY (test name filters, space-separated, for example "migrate_ adopted") runs only the matching tests
-# of the suite on each version, and nothing else: for iterating on a few tests.
+# of the suite on each version, and nothing else: for iterating on a few tests. E2E_OPERATOR_LOG is the
+# operators' RUST_LOG (default info; "info,litellm_operator=debug" also logs each reconcile's outcome).
 #
 # The container image (hack/image.sh) is built and, against the first LiteLLM version, run as the chart's pod
 # would run it; a real Prometheus scrapes it (hack/prometheus-check.py: the dashboard's queries and the chart's
