@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     crd::{LiteLLMUser, LiteLLMUserStatus, UsageSummary},
-    litellm::{Created, UserRecord},
+    litellm::{ApiError, Created, UserRecord},
 };
 
 /// How a plan ended.
@@ -59,7 +59,11 @@ pub async fn run(
 
     let mut stored: Option<UserRecord> = None;
     if let Some(body) = &plan.create {
-        match proxy.client.user_new(body).await? {
+        let created = proxy.client.user_new(body).await;
+        if matches!(created, Err(ApiError::Transport { .. })) {
+            ctx.creation_unanswered(user);
+        }
+        match created? {
             Created::Created(answer) => {
                 info!(user_id, "created LiteLLM user");
                 // The answer echoes what was sent; it adds what the proxy computed (such as budget_reset_at).

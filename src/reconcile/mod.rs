@@ -60,6 +60,9 @@ const MAX_ROUNDS: usize = 5;
 /// with them yet. The watch event of each write is on its way and triggers another look; this bound only
 /// matters when that write was undone in the meantime.
 const ECHO_WAIT: Duration = Duration::from_secs(10);
+/// How long after a `/user/new` that got no answer the user may still appear on the proxy: a proxy goes on with
+/// a request whose client has given up on it. A deletion in that time waits for it before it lets go.
+const UNANSWERED_CREATE_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,6 +82,8 @@ pub enum Error {
     Proxy(#[from] crate::proxies::Unresolved),
     #[error(transparent)]
     Panicked(#[from] crate::panics::Panicked),
+    #[error("its creation got no answer from the proxy and may still land there; looking again for {0:?} more")]
+    CreationMayLand(Duration),
 }
 
 fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
@@ -128,6 +133,8 @@ pub struct Context {
     /// by the operator's own writes (and any other event that leaves the spec alone) need no work until the next
     /// resync.
     last_in_sync: Mutex<HashMap<Box<str>, InSync>>,
+    /// When each resource's last `/user/new` went unanswered (timed out, or the connection was lost).
+    unanswered_creates: Mutex<HashMap<Box<str>, Instant>>,
 }
 
 /// A resource found in sync, as the operator left it.
@@ -185,7 +192,25 @@ impl Context {
             quota: quota::Ledger::default(),
             failures: Mutex::default(),
             last_in_sync: Mutex::default(),
+            unanswered_creates: Mutex::default(),
         }
+    }
+
+    /// Remembers that a `/user/new` for the resource got no answer: the proxy may yet act on it.
+    fn creation_unanswered(&self, user: &LiteLLMUser) {
+        crate::sync::lock(&self.unanswered_creates).insert(resource_key(user), Instant::now());
+    }
+
+    /// How much longer a user not found on the proxy may still appear there, from an unanswered creation.
+    fn creation_may_land(&self, user: &LiteLLMUser) -> Option<Duration> {
+        let mut unanswered = crate::sync::lock(&self.unanswered_creates);
+        let key = resource_key(user);
+        let left = UNANSWERED_CREATE_WINDOW.saturating_sub(unanswered.get(&key)?.elapsed());
+        if left.is_zero() {
+            unanswered.remove(&key);
+            return None;
+        }
+        Some(left)
     }
 
     /// Waits (a bounded time after start-up) until every Secret index has listed its Secrets once.
@@ -239,6 +264,7 @@ impl Context {
     /// Drops everything remembered about a resource that is gone.
     fn forget(&self, user: &LiteLLMUser) {
         self.forget_failures(user);
+        crate::sync::lock(&self.unanswered_creates).remove(&resource_key(user));
         self.remember_in_sync(user, None, None);
         self.metrics.forget_resource(&user.namespace().unwrap_or_default(), &user.name_any());
     }
@@ -304,6 +330,12 @@ pub fn error_policy_cached(cached: Arc<CachedUser>, err: &Error, ctx: Arc<Contex
 /// Called when `reconcile` fails (only for errors writing to Kubernetes, or cleanup failing).
 pub fn error_policy(user: Arc<LiteLLMUser>, err: &Error, ctx: Arc<Context>) -> Action {
     warn!(namespace = user.namespace(), name = user.name_any(), error = %err, "reconcile failed");
+    // Waiting for an unanswered creation to land is not a failure: look again when the wait is over.
+    if let Error::Finalizer(inner) = err
+        && let finalizer::Error::CleanupFailed(Error::CreationMayLand(left)) = inner.as_ref()
+    {
+        return Action::requeue(*left);
+    }
     let at_least = match err {
         Error::Finalizer(inner) => match inner.as_ref() {
             finalizer::Error::CleanupFailed(Error::LiteLlm(api))
@@ -583,7 +615,6 @@ async fn write_status(
 /// `Retain`, in which case the key Secret is released so it outlives the resource; then gives up the claim on
 /// the user id. While the proxy cannot be reached, the resource says so and waits.
 async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
-    ctx.forget(user);
     let status = user.status.clone().unwrap_or_default();
     let user_id = status.user_id.clone().unwrap_or_else(|| user.litellm_user_id());
     // Where the user lives, which is not where the spec points while it moves.
@@ -595,7 +626,11 @@ async fn cleanup(user: &LiteLLMUser, ctx: &Context) -> Result<Action, Error> {
         Err(unresolved) => Err(Error::Proxy(unresolved)),
     };
     match result {
-        Ok(()) => Ok(Action::await_change()),
+        Ok(()) => {
+            // Only now: while the deletion is blocked, its retries back off, and its metrics stay.
+            ctx.forget(user);
+            Ok(Action::await_change())
+        }
         Err(err) => {
             let previous = user.status.clone().unwrap_or_default();
             let message = format!(
@@ -636,6 +671,8 @@ async fn leave(user: &LiteLLMUser, ctx: &Context, proxy: &Proxy, user_id: &str, 
             None if manages => delete_user(proxy, user_id).await?,
             _ => info!(user_id, "LiteLLM user is not managed by this resource; left untouched"),
         }
+    } else if deleting && let Some(left) = ctx.creation_may_land(user) {
+        return Err(Error::CreationMayLand(left));
     }
     proxy.claims.release(user, user_id).await
 }

@@ -335,6 +335,20 @@ async fn a_deletion_the_proxy_blocks_says_so() {
     no_more_requests(&mut api).await;
 }
 
+#[tokio::test]
+async fn a_deletion_waits_out_an_unanswered_creation_and_is_tried_again_when_the_wait_is_over() {
+    let (ctx, _api) = context();
+    let alice = user(json!({}));
+    assert_eq!(ctx.creation_may_land(&alice), None, "nothing to wait for");
+    ctx.creation_unanswered(&alice);
+    let left = ctx.creation_may_land(&alice).expect("a creation that may still land");
+    assert!(left > UNANSWERED_CREATE_WINDOW - Duration::from_secs(5) && left <= UNANSWERED_CREATE_WINDOW);
+    let waiting = Error::Finalizer(Box::new(finalizer::Error::CleanupFailed(Error::CreationMayLand(left))));
+    assert_eq!(error_policy(Arc::new(alice.clone()), &waiting, ctx.clone()), Action::requeue(left), "no backoff");
+    ctx.forget(&alice);
+    assert_eq!(ctx.creation_may_land(&alice), None, "a finished deletion forgets it");
+}
+
 #[test]
 fn a_lease_parses_as_a_claim() {
     let lease: Lease = serde_json::from_value(lease("a/b", "u")).unwrap();
