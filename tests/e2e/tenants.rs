@@ -58,21 +58,20 @@ async fn tenant_client(ns: &TestNamespace) -> Client {
     let path = kubeconfig.display().to_string();
     run(&["--kubeconfig", &path, "config", "set-credentials", "tenant", &format!("--token={token}")]);
     run(&["--kubeconfig", &path, "config", "set-context", "--current", "--user=tenant"]);
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&kubeconfig).expect("read kubeconfig"),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .expect("tenant config");
+    let read = Kubeconfig::read_from(&kubeconfig).expect("read kubeconfig");
+    // It holds the admin's credentials as well as the tenant's token: gone as soon as it is read.
+    let _ = std::fs::remove_file(&kubeconfig);
+    let config =
+        kube::Config::from_custom_kubeconfig(read, &KubeConfigOptions::default()).await.expect("tenant config");
     Client::try_from(config).expect("tenant client")
 }
 
-/// The message of a resource's Ready condition.
 /// A LiteLLMUser manifest as a tenant applies it.
 fn with_kind(name: &str, spec: Value) -> Value {
     json!({ "apiVersion": "litellm-operator.io/v1alpha1", "kind": "LiteLLMUser", "metadata": { "name": name }, "spec": spec })
 }
 
+/// The message of a resource's Ready condition.
 fn ready_message(user: &LiteLLMUser) -> Option<String> {
     let conditions = user.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone())
