@@ -76,7 +76,9 @@ pub async fn run(
                     .map(|a| *a);
             }
             Created::Conflict { message } => {
-                log_email_holders(proxy, user, &user_id).await;
+                if message.contains("email") {
+                    log_email_holders(proxy, user, &user_id).await;
+                }
                 let learned =
                     Hints { claimed: true, read_proxy: true, create_conflict: Some(message), claim_taken: false };
                 return Ok(Acted::Again(learned));

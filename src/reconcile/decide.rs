@@ -402,7 +402,11 @@ fn keys(
         }
         SecretView::Owned { .. } => Found::Replace("the Secret did not hold a key the operator issued"),
     };
-    if let SecretView::Owned { resource_version, secret: Some(_), .. } = &f.world.secret {
+    // The Secret's version is recorded only when it holds the key kept: a Secret whose key is being replaced
+    // is written anew, or (while the replacement waits) must be looked at again.
+    if let (Found::Keep(_) | Found::Promote(_), SecretView::Owned { resource_version, secret: Some(_), .. }) =
+        (&found, &f.world.secret)
+    {
         plan.secret_version = Some(resource_version.clone());
     }
 
@@ -462,9 +466,6 @@ fn keys(
                         "A new key goes into Secret {name} at {at} ({why}): keys are replaced at most once per \
                          policy.keys.minRotationInterval"
                     ));
-                    status.key_issued_at = previous.key_issued_at.clone();
-                    // The Secret does not hold this key: its version is not recorded as one that does.
-                    plan.secret_version = None;
                     Some(hash.to_owned())
                 }
                 _ => {
